@@ -1,0 +1,73 @@
+# The two set-up commands: `make run` (install, database, extract+load+transform, serve the API) and
+# `make test`. Every target installs what it needs first; `make install` is a no-op when nothing changed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.install-stamp
+# Runs a command with PG* pointing at the database in use: $PGHOST if set, else the embedded server.
+WITH_DB := $(BIN)/python -m tools.db exec --
+API_PORT ?= 5000
+MIRROR_PORT ?= 8000
+
+.PHONY: install run el transform api psql db-env db-stop test lint format bench mirror docs clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt meltano.yml tap-exnaton/pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/meltano install
+	@touch $@
+
+## run: the whole thing — pipeline, then the API on 127.0.0.1:$(API_PORT)
+run: install
+	$(WITH_DB) $(BIN)/meltano run tap-exnaton target-postgres dbt
+	$(MAKE) --no-print-directory api
+
+## el: extract and load only
+el: install
+	$(WITH_DB) $(BIN)/meltano run tap-exnaton target-postgres
+
+## transform: dbt build (models + data tests)
+transform: install
+	$(WITH_DB) $(BIN)/meltano run dbt
+
+## api: serve the REST API with gunicorn (Swagger UI at /docs)
+api: install
+	$(WITH_DB) $(BIN)/gunicorn --bind 127.0.0.1:$(API_PORT) --workers 2 --threads 4 "api:create_app()"
+
+## psql: a psql shell on the database in use
+psql: install
+	$(WITH_DB) $(BIN)/python -m tools.db psql
+
+db-env: install
+	@$(BIN)/python -m tools.db env
+
+db-stop: install
+	$(BIN)/python -m tools.db stop
+
+## mirror: serve ../shared/data/exnaton (or MIRROR_DIR) on 127.0.0.1:$(MIRROR_PORT) in both API modes
+mirror: install
+	$(BIN)/python -m tools.mirror $${MIRROR_DIR:-../shared/data/exnaton} --port $(MIRROR_PORT)
+
+## docs: dbt docs generate (transform/target/index.html)
+docs: install
+	$(WITH_DB) $(BIN)/meltano invoke dbt-postgres:docs-generate
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) .meltano/extractors .meltano/loaders .meltano/utilities transform/target

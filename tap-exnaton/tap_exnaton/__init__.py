@@ -1,0 +1,1 @@
+"""Singer tap for Exnaton smart-meter energy readings."""

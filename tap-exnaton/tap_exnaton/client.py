@@ -1,0 +1,233 @@
+"""HTTP layer of tap-exnaton: base stream, payload checks, retries and the window paginator."""
+
+from __future__ import annotations
+
+import email.utils
+import itertools
+import random
+import time
+import typing as t
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from http import HTTPStatus
+
+import requests
+from singer_sdk import RESTStream
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.pagination import BaseAPIPaginator
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator
+
+UTC = timezone.utc
+MAX_BACKOFF_SECONDS = 300.0
+
+
+class ExnatonSourceError(FatalAPIError):
+    """The source answered something the tap must not load; the message names meter, URL and field."""
+
+
+def parse_source_timestamp(value: object) -> datetime | None:
+    """Parse a source timestamp such as ``2023-02-28T23:45:00.000Z`` to an aware UTC datetime."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def format_source_timestamp(moment: datetime) -> str:
+    """Format like the source does: millisecond precision and a ``Z`` suffix."""
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def format_query_bound(moment: datetime) -> str:
+    """A whole UTC day is sent as a date, as the upstream documents; anything finer as a timestamp."""
+    utc = moment.astimezone(UTC)
+    if utc.time() == datetime.min.time():
+        return utc.date().isoformat()
+    return format_source_timestamp(utc)
+
+
+def retry_after_seconds(response: requests.Response | None) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date), else None."""
+    if response is None:
+        return None
+    header = response.headers.get("Retry-After")
+    if not header:
+        return None
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        pass
+    when = email.utils.parsedate_to_datetime(header) if header.strip() else None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def response_payload(response: requests.Response, *, where: str) -> list[dict]:
+    """Return the ``data`` list of a response; parsed once and kept on the response."""
+    cached = getattr(response, "_exnaton_records", None)
+    if cached is not None:
+        return cached
+    try:
+        body = response.json()
+    except ValueError as exc:
+        snippet = response.text[:80].replace("\n", " ")
+        msg = f"{where}: response body is not JSON ({exc}); it starts with {snippet!r}"
+        raise ExnatonSourceError(msg) from exc
+    if not isinstance(body, dict) or "data" not in body:
+        msg = f"{where}: response JSON has no top-level 'data' field"
+        raise ExnatonSourceError(msg)
+    records = body["data"]
+    if not isinstance(records, list):
+        msg = f"{where}: field 'data' is {type(records).__name__}, expected a list of readings"
+        raise ExnatonSourceError(msg)
+    response._exnaton_records = records  # type: ignore[attr-defined]  # noqa: SLF001
+    return records
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open time window ``[start, stop)`` asked of the measurement endpoint."""
+
+    start: datetime
+    stop: datetime
+
+    def halves(self) -> tuple[Window, Window]:
+        middle = self.start + (self.stop - self.start) / 2
+        # Round to whole seconds so that query bounds stay exact and readable.
+        middle = middle.replace(microsecond=0)
+        return Window(self.start, middle), Window(middle, self.stop)
+
+
+class WindowPaginator(BaseAPIPaginator[Window]):
+    """Walks ``[start, stop)`` in windows; a window that comes back full is split and asked again.
+
+    The upstream returns at most ``limit`` readings per request and does not say which ones, so a full
+    answer is never trusted: its readings are dropped and both halves of the window are asked instead.
+    """
+
+    def __init__(
+        self,
+        start: datetime,
+        stop: datetime,
+        *,
+        window: timedelta,
+        limit: int,
+        min_window: timedelta,
+        where: str,
+    ) -> None:
+        super().__init__(Window(start, min(start + window, stop)))
+        self._stop = stop
+        self._window = window
+        self._limit = limit
+        self._min_window = min_window
+        self._where = where
+        self._pending: list[Window] = []
+
+    def is_full(self, response: requests.Response) -> bool:
+        return len(response_payload(response, where=self._where)) >= self._limit
+
+    def continue_if_empty(self, response: requests.Response) -> bool:  # noqa: ARG002
+        # Gaps in metering are normal: an empty window is no reason to stop walking.
+        return True
+
+    def get_next(self, response: requests.Response) -> Window | None:
+        current = self.current_value
+        if self.is_full(response):
+            if current.stop - current.start <= self._min_window:
+                msg = (
+                    f"{self._where}: window {current.start.isoformat()}..{current.stop.isoformat()} "
+                    f"still returns the limit of {self._limit} readings; raise page_size"
+                )
+                raise ExnatonSourceError(msg)
+            first, second = current.halves()
+            self._pending.append(second)
+            return first
+        if self._pending:
+            return self._pending.pop()
+        if current.stop >= self._stop:
+            return None
+        return Window(current.stop, min(current.stop + self._window, self._stop))
+
+
+class ExnatonStream(RESTStream[t.Any]):
+    """Shared HTTP behaviour: URL base, headers, timeouts, retries and error messages."""
+
+    extra_retry_statuses: t.ClassVar[list[int]] = [HTTPStatus.TOO_MANY_REQUESTS]
+
+    @property
+    def url_base(self) -> str:
+        return str(self.config["base_url"]).rstrip("/")
+
+    @property
+    def http_headers(self) -> dict:
+        headers = dict(super().http_headers)
+        api_key = self.config.get("api_key")
+        if api_key:
+            header = self.config.get("auth_header") or "Authorization"
+            headers[header] = api_key
+        return headers
+
+    @property
+    def timeout(self) -> int:
+        return int(self.config.get("request_timeout", 60))
+
+    def backoff_max_tries(self) -> int:
+        return int(self.config.get("max_retries", 5)) + 1
+
+    def backoff_wait_generator(self) -> Iterator[float]:
+        """Exponential backoff that gives way to the server's ``Retry-After`` when it sends one."""
+        factor = float(self.config.get("retry_backoff_factor", 2.0))
+        exception = yield  # type: ignore[misc]
+        for attempt in itertools.count():
+            response = getattr(exception, "response", None)
+            asked = retry_after_seconds(response)
+            wait = asked if asked is not None else factor * 2**attempt
+            exception = yield min(wait, MAX_BACKOFF_SECONDS)
+
+    def backoff_jitter(self, value: float) -> float:
+        # Only ever wait longer than asked: a Retry-After must be honoured, never undercut.
+        return value * (1 + random.random() / 10)  # noqa: S311
+
+    def response_error_message(self, response: requests.Response) -> str:
+        kind = "client" if response.status_code < HTTPStatus.INTERNAL_SERVER_ERROR else "server"
+        snippet = response.text[:120].replace("\n", " ")
+        return (
+            f"{self.name}: GET {self._redacted(response.url)} failed with HTTP {response.status_code} "
+            f"{response.reason} ({kind} error): {snippet!r}"
+        )
+
+    def request_records(self, context: t.Any) -> t.Iterable[dict]:
+        started = time.monotonic()
+        try:
+            yield from super().request_records(context)
+        except ExnatonSourceError:
+            raise
+        except (FatalAPIError, RetriableAPIError) as exc:
+            raise ExnatonSourceError(self._give_up_message(exc)) from exc
+        except requests.RequestException as exc:
+            url = exc.request.url if exc.request is not None else self.url_base
+            msg = f"{self.name}: GET {self._redacted(url)} failed after retries: {type(exc).__name__}: {exc}"
+            raise ExnatonSourceError(msg) from exc
+        self.logger.info("%s: requests done in %.1f s", self.name, time.monotonic() - started)
+
+    def _give_up_message(self, exc: Exception) -> str:
+        text = str(exc)
+        if text.startswith(f"{self.name}:"):
+            return text
+        return f"{self.name}: {text}"
+
+    def _redacted(self, url: str | None) -> str:
+        api_key = self.config.get("api_key")
+        url = url or ""
+        return url.replace(api_key, "***") if api_key else url

