@@ -47,7 +47,13 @@ def ensure_database(env: dict[str, str]) -> None:
 
 
 def _conninfo(env: dict[str, str]) -> str:
-    keys = {"PGHOST": "host", "PGPORT": "port", "PGUSER": "user", "PGPASSWORD": "password", "PGDATABASE": "dbname"}
+    keys = {
+        "PGHOST": "host",
+        "PGPORT": "port",
+        "PGUSER": "user",
+        "PGPASSWORD": "password",
+        "PGDATABASE": "dbname",
+    }
     from psycopg.conninfo import make_conninfo
 
     return make_conninfo(**{keys[k]: v for k, v in env.items() if k in keys and v})
@@ -109,9 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in env.items():
             print(f"export {key}={shlex.quote(value)}")  # noqa: T201
         return 0
-    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if args.command == "psql":
         cmd = [psql_executable()]
+    else:
+        cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         parser.error("exec needs a command")
     os.environ.update(env)

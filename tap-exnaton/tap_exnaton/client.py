@@ -8,7 +8,7 @@ import random
 import time
 import typing as t
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 
 import requests
@@ -19,7 +19,7 @@ from singer_sdk.pagination import BaseAPIPaginator
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
 
-UTC = timezone.utc
+UTC = UTC
 MAX_BACKOFF_SECONDS = 300.0
 
 
@@ -91,7 +91,7 @@ def response_payload(response: requests.Response, *, where: str) -> list[dict]:
     if not isinstance(records, list):
         msg = f"{where}: field 'data' is {type(records).__name__}, expected a list of readings"
         raise ExnatonSourceError(msg)
-    response._exnaton_records = records  # type: ignore[attr-defined]  # noqa: SLF001
+    response._exnaton_records = records  # type: ignore[attr-defined]
     return records
 
 
@@ -137,7 +137,7 @@ class WindowPaginator(BaseAPIPaginator[Window]):
     def is_full(self, response: requests.Response) -> bool:
         return len(response_payload(response, where=self._where)) >= self._limit
 
-    def continue_if_empty(self, response: requests.Response) -> bool:  # noqa: ARG002
+    def continue_if_empty(self, response: requests.Response) -> bool:
         # Gaps in metering are normal: an empty window is no reason to stop walking.
         return True
 
@@ -197,7 +197,7 @@ class ExnatonStream(RESTStream[t.Any]):
 
     def backoff_jitter(self, value: float) -> float:
         # Only ever wait longer than asked: a Retry-After must be honoured, never undercut.
-        return value * (1 + random.random() / 10)  # noqa: S311
+        return value * (1 + random.random() / 10)
 
     def response_error_message(self, response: requests.Response) -> str:
         kind = "client" if response.status_code < HTTPStatus.INTERNAL_SERVER_ERROR else "server"

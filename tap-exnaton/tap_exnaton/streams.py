@@ -118,7 +118,7 @@ class MeterReadingsStream(ExnatonStream):
             where=f"{self.name} (muid {self.muid})",
         )
 
-    def get_url_params(self, context: t.Any, next_page_token: Window | None) -> dict[str, t.Any]:  # noqa: ARG002
+    def get_url_params(self, context: t.Any, next_page_token: Window | None) -> dict[str, t.Any]:
         if self.api_mode != "measurement" or next_page_token is None:
             return {}
         return {

@@ -1,0 +1,104 @@
+"""Shared fixtures: a real PostgreSQL (embedded unless PGHOST is set), a real local HTTP source, and the
+real Meltano pipeline loaded once per session for the read-only tests (transform and API)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.pipeline import REAL_METERS, SHARED_DATA, Pipeline, create_database, drop_database
+from tools.mirror import Mirror
+from tools.synthetic import Meter, day_start, meters_setting, write_exports
+
+# A small synthetic meter pair in the real format, spanning the spring DST switch in Europe/Zurich
+# (2023-03-26 has 23 local hours), used when the real files are not beside the project.
+FIXTURE_METERS = [
+    Meter("muid_1", REAL_METERS["muid_1"], "0100011D00FF"),
+    Meter("muid_2", REAL_METERS["muid_2"], "0100021D00FF"),
+]
+
+
+@pytest.fixture
+def database():
+    """A fresh empty database, dropped afterwards."""
+    env = create_database()
+    yield env
+    drop_database(env)
+
+
+@pytest.fixture
+def mirror_of():
+    """Start a local source over a folder of export files: ``with`` not needed, stopped at teardown."""
+    started: list[Mirror] = []
+
+    def start(directory: Path, **kwargs) -> Mirror:
+        mirror = Mirror(directory, **kwargs).__enter__()
+        started.append(mirror)
+        return mirror
+
+    yield start
+    for mirror in started:
+        mirror.__exit__(None, None, None)
+
+
+@pytest.fixture
+def pipeline(database, mirror_of, tmp_path):
+    """A pipeline over synthetic exports of two meters (2023-03-25 .. 2023-03-28 UTC) in a fresh database."""
+    source = write_exports(
+        tmp_path / "source", FIXTURE_METERS, day_start("2023-03-25"), day_start("2023-03-28")
+    )
+    mirror = mirror_of(source)
+    return Pipeline(pg=database, workdir=tmp_path, base_url=mirror.base_url, settings=_meter_settings())
+
+
+def _meter_settings() -> dict[str, str]:
+    return {"TAP_EXNATON_METERS": meters_setting(FIXTURE_METERS), "TAP_EXNATON_START_DATE": "2023-01-01"}
+
+
+@pytest.fixture(scope="session")
+def real_files() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is not there (the real Exnaton files are only beside the project in CI)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def warehouse(tmp_path_factory):
+    """The full pipeline (`meltano run tap-exnaton target-postgres dbt`) run once into its own database.
+
+    Source: the real files when ``../shared/data/exnaton`` is there, plus a synthetic meter spanning the
+    DST switch; otherwise synthetic files for both real meter ids. Read-only for the tests that use it.
+    """
+    workdir = tmp_path_factory.mktemp("warehouse")
+    source = workdir / "source"
+    meters = list(FIXTURE_METERS) if not SHARED_DATA.is_dir() else []
+    if SHARED_DATA.is_dir():
+        source.mkdir()
+        for path in SHARED_DATA.glob("*.json"):
+            (source / path.name).write_bytes(path.read_bytes())
+        meters = [Meter(name, muid, "") for name, muid in REAL_METERS.items()]
+        write_exports(source, [DST_METER], day_start("2023-03-25"), day_start("2023-03-28"))
+        meters.append(DST_METER)
+    else:
+        write_exports(source, FIXTURE_METERS, day_start("2023-02-01"), day_start("2023-03-28"))
+    env = create_database()
+    with Mirror(source) as mirror:
+        pipeline = Pipeline(
+            pg=env,
+            workdir=workdir,
+            base_url=mirror.base_url,
+            settings={"TAP_EXNATON_METERS": meters_setting(meters), "TAP_EXNATON_START_DATE": "2023-01-01"},
+        )
+        pipeline.meltano("run", "tap-exnaton", "target-postgres", "dbt")
+    pipeline.meters = meters  # type: ignore[attr-defined]
+    yield pipeline
+    drop_database(env)
+
+
+DST_METER = Meter("muid_dst", "3f0c6a52-0b7e-4c55-9d8e-5a2f6f1d2c10", "0100011D00FF")
+
+
+def load_export(path: Path) -> list[dict]:
+    return json.loads(path.read_bytes())["data"]

@@ -1,0 +1,103 @@
+"""Helpers to run the real Meltano pipeline and to talk to the real PostgreSQL in tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from tools.db import pg_environment
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MELTANO = str(Path(sys.executable).parent / "meltano")
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data" / "exnaton"
+REAL_METERS = {
+    "muid_1": "95ce3367-cbce-4a4d-bbe3-da082831d7bd",
+    "muid_2": "1db7649e-9342-4e04-97c7-f0ebb88ed1f8",
+}
+# Variables of the caller's own set-up that must not leak into a test's pipeline.
+FOREIGN_PREFIXES = ("TAP_EXNATON_", "TARGET_POSTGRES_", "DBT_", "MELTANO_")
+
+
+def conninfo(env: dict[str, str]) -> str:
+    keys = {
+        "PGHOST": "host",
+        "PGPORT": "port",
+        "PGUSER": "user",
+        "PGPASSWORD": "password",
+        "PGDATABASE": "dbname",
+    }
+    return psycopg.conninfo.make_conninfo(**{keys[k]: v for k, v in env.items() if k in keys and v})
+
+
+def create_database(prefix: str = "exnaton_test") -> dict[str, str]:
+    """A fresh, empty database on the server in use (embedded unless PGHOST is set)."""
+    server = pg_environment({**os.environ, "PGDATABASE": "postgres"})
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(conninfo(server), autocommit=True) as conn:
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    return {**server, "PGDATABASE": name}
+
+
+def drop_database(env: dict[str, str]) -> None:
+    admin = {**env, "PGDATABASE": "postgres"}
+    with psycopg.connect(conninfo(admin), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(env["PGDATABASE"]))
+        )
+
+
+@dataclass
+class Pipeline:
+    """One isolated pipeline: its own database, Meltano system database (state) and dbt target folder."""
+
+    pg: dict[str, str]
+    workdir: Path
+    base_url: str
+    settings: dict[str, str] = field(default_factory=dict)
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_PREFIXES)}
+        env.update(self.pg)
+        env.update(
+            {
+                "MELTANO_DATABASE_URI": f"sqlite:///{self.workdir / 'meltano.db'}",
+                "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+                "TAP_EXNATON_BASE_URL": self.base_url,
+                "DBT_TARGET_PATH": str(self.workdir / "dbt-target"),
+                "DBT_LOG_PATH": str(self.workdir / "dbt-logs"),
+            }
+        )
+        env.update(self.settings)
+        env.update(extra or {})
+        return env
+
+    def meltano(self, *args: str, check: bool = True, extra_env: dict[str, str] | None = None):
+        """Run ``meltano ARGS`` in the project; on an unexpected failure the log is in the assertion."""
+        result = subprocess.run(
+            [MELTANO, *args],
+            cwd=PROJECT_ROOT,
+            env=self.env(extra_env),
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"meltano {' '.join(args)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+            )
+        return result
+
+    def query(self, statement: str, params: list | None = None) -> list[tuple]:
+        with psycopg.connect(conninfo(self.pg)) as conn:
+            return conn.execute(statement, params).fetchall()
+
+    def scalar(self, statement: str, params: list | None = None):
+        return self.query(statement, params)[0][0]
