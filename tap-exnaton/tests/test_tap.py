@@ -1,0 +1,319 @@
+"""tap-exnaton against a real local HTTP source, through its real CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from source_server import Scripted, export_records
+
+UTC = UTC
+MUID_1 = "95ce3367-cbce-4a4d-bbe3-da082831d7bd"
+MUID_2 = "1db7649e-9342-4e04-97c7-f0ebb88ed1f8"
+IMPORT, EXPORT = "0100011D00FF", "0100021D00FF"
+FEB_1 = datetime(2023, 2, 1, tzinfo=UTC)
+REAL_FILES = Path(__file__).resolve().parents[3] / "shared" / "data" / "exnaton"
+METERS = [{"stream_name": "muid_1", "muid": MUID_1}, {"stream_name": "muid_2", "muid": MUID_2}]
+
+
+def file_config(source, **extra) -> dict:
+    return {"base_url": source.base_url, "meters": METERS, **extra}
+
+
+def measurement_config(source, **extra) -> dict:
+    return file_config(
+        source,
+        api_mode="measurement",
+        start_date="2023-02-01T00:00:00Z",
+        end_date="2023-02-04T00:00:00Z",
+        **extra,
+    )
+
+
+def serve_two_meters(source, count: int = 8) -> None:
+    source.files[MUID_1] = export_records(MUID_1, IMPORT, FEB_1, count)
+    # Exported energy: zero (a JSON int) at night, floats with binary noise by day.
+    source.files[MUID_2] = export_records(
+        MUID_2, EXPORT, FEB_1, count, lambda i: 0 if i % 2 else 0.1155 * 1.5
+    )
+
+
+# --- file mode: the S3 export format ---------------------------------------------------------------
+
+
+def test_file_mode_emits_one_long_form_record_per_obis_value(source, run_tap):
+    serve_two_meters(source)
+    run = run_tap(file_config(source))
+    assert run.returncode == 0, run.stderr
+    first = run.records("muid_1")[0]
+    assert first == {
+        "muid": MUID_1,
+        "measurement": "energy",
+        "timestamp": "2023-02-01T01:45:00.000Z",
+        "quality": "measured",
+        "obis_code": IMPORT,
+        "value": 0.07,
+        "tags": {"muid": MUID_1, "quality": "measured"},
+    }
+    assert len(run.records("muid_1")) == len(run.records("muid_2")) == 8
+
+
+def test_int_zero_and_float_noise_pass_through_unchanged(source, run_tap):
+    serve_two_meters(source)
+    run = run_tap(file_config(source))
+    values = [r["value"] for r in run.records("muid_2")]
+    assert 0 in values and all(type(v) is int for v in values if v == 0)
+    assert '"value":0.17325000000000002' in run.stdout.replace(" ", "")
+    assert '"value":0}' in run.stdout.replace(" ", "")
+
+
+def test_file_mode_keeps_source_order_and_bookmarks_the_max_timestamp(source, run_tap):
+    serve_two_meters(source)
+    run = run_tap(file_config(source))
+    stamps = [r["timestamp"] for r in run.records("muid_1")]
+    assert stamps == sorted(stamps, reverse=True)
+    bookmark = run.final_state["bookmarks"]["muid_1"]["replication_key_value"]
+    assert bookmark == "2023-02-01T01:45:00.000Z"
+
+
+def test_any_obis_shaped_key_is_kept_and_other_keys_ignored(source, run_tap):
+    record = export_records(MUID_1, IMPORT, FEB_1, 1)[0]
+    record["0100031d00ff"] = 1.5  # an unknown OBIS code, lower-case hex
+    record["comment"] = "not an OBIS key"
+    source.files[MUID_1] = [record]
+    run = run_tap(file_config(source, meters=METERS[:1]))
+    assert run.returncode == 0, run.stderr
+    assert sorted((r["obis_code"], r["value"]) for r in run.records()) == [
+        (IMPORT, 0.0),
+        ("0100031D00FF", 1.5),
+    ]
+
+
+def test_file_mode_with_state_keeps_only_newer_readings(source, run_tap):
+    serve_two_meters(source)
+    state = {
+        "bookmarks": {
+            "muid_1": {"replication_key": "timestamp", "replication_key_value": "2023-02-01T01:00:00.000Z"}
+        }
+    }
+    run = run_tap(file_config(source), state)
+    assert [r["timestamp"] for r in run.records("muid_1")] == [
+        "2023-02-01T01:45:00.000Z",
+        "2023-02-01T01:30:00.000Z",
+        "2023-02-01T01:15:00.000Z",
+    ]
+    assert len(run.records("muid_2")) == 8
+
+    again = run_tap(file_config(source), run.final_state)
+    assert again.records() == []
+    assert again.final_state["bookmarks"]["muid_1"]["replication_key_value"] == "2023-02-01T01:45:00.000Z"
+
+
+def test_start_date_is_inclusive_and_end_date_exclusive(source, run_tap):
+    serve_two_meters(source)
+    run = run_tap(file_config(source, start_date="2023-02-01T00:30:00Z", end_date="2023-02-01T01:30:00Z"))
+    stamps = sorted(r["timestamp"] for r in run.records("muid_1"))
+    assert stamps == [f"2023-02-01T{t}:00.000Z" for t in ("00:30", "00:45", "01:00", "01:15")]
+
+
+@pytest.mark.skipif(not REAL_FILES.is_dir(), reason="the real Exnaton files are not beside the project")
+def test_real_export_files(run_tap, source):
+    for muid in (MUID_1, MUID_2):
+        source.files[muid] = json.loads((REAL_FILES / f"{muid}.json").read_bytes())["data"]
+    run = run_tap(file_config(source))
+    assert run.returncode == 0, run.stderr
+    for stream, muid in (("muid_1", MUID_1), ("muid_2", MUID_2)):
+        expected = [v for r in source.files[muid] for k, v in r.items() if k.startswith("0100")]
+        records = run.records(stream)
+        assert len(records) == 2688
+        assert [r["value"] for r in records] == expected
+        assert sum(r["value"] for r in records) == sum(expected)
+
+
+# --- measurement mode: the upstream API ------------------------------------------------------------
+
+
+def test_measurement_mode_walks_windows_in_order(source, run_tap):
+    serve_two_meters(source, count=3 * 96)
+    run = run_tap(measurement_config(source, window_days=1, meters=METERS[:1]))
+    assert run.returncode == 0, run.stderr
+    stamps = [r["timestamp"] for r in run.records()]
+    assert len(stamps) == 3 * 96 == len(set(stamps))
+    assert stamps == sorted(stamps)
+    assert [(q["start"], q["stop"]) for q in source.measurement_queries()] == [
+        ("2023-02-01", "2023-02-02"),
+        ("2023-02-02", "2023-02-03"),
+        ("2023-02-03", "2023-02-04"),
+    ]
+    assert source.measurement_queries()[0] == {
+        "muid": MUID_1,
+        "measurement": "energy",
+        "start": "2023-02-01",
+        "stop": "2023-02-02",
+        "limit": "5000",
+    }
+    assert run.final_state["bookmarks"]["muid_1"]["replication_key_value"] == "2023-02-03T23:45:00.000Z"
+
+
+@pytest.mark.parametrize("keep", ["newest", "oldest"])
+def test_full_windows_are_split_until_no_reading_is_lost(source, run_tap, keep):
+    source.keep = keep
+    serve_two_meters(source, count=3 * 96)
+    run = run_tap(measurement_config(source, window_days=3, page_size=40, meters=METERS[:1]))
+    assert run.returncode == 0, run.stderr
+    stamps = [r["timestamp"] for r in run.records()]
+    assert len(stamps) == 3 * 96 == len(set(stamps))
+    assert stamps == sorted(stamps)
+    assert len(source.measurement_queries()) > 3 * 96 // 40
+    sub_day = [q for q in source.measurement_queries() if "T" in q["start"]]
+    assert sub_day and all(q["start"].endswith("Z") for q in sub_day)
+
+
+def test_window_that_stays_full_at_fifteen_minutes_is_an_error(source, run_tap):
+    record = export_records(MUID_1, IMPORT, FEB_1, 1)[0]
+    source.files[MUID_1] = [record, dict(record)]  # two readings in one 15-minute slot, limit 1
+    run = run_tap(measurement_config(source, page_size=1, meters=METERS[:1]))
+    assert run.returncode == 1
+    assert "raise page_size" in run.stderr
+
+
+def test_measurement_mode_resumes_at_the_bookmark(source, run_tap):
+    serve_two_meters(source, count=3 * 96)
+    state = {
+        "bookmarks": {
+            "muid_1": {"replication_key": "timestamp", "replication_key_value": "2023-02-03T12:00:00.000Z"}
+        }
+    }
+    run = run_tap(measurement_config(source, meters=METERS[:1]), state)
+    assert source.measurement_queries()[0]["start"] == "2023-02-03T12:00:00.000Z"
+    stamps = [r["timestamp"] for r in run.records()]
+    # The bookmark itself is asked again (at-least-once): a run stopped inside one timestamp loses nothing.
+    assert stamps[0] == "2023-02-03T12:00:00.000Z" and len(stamps) == 48
+
+
+def test_measurement_mode_needs_a_start(source, run_tap):
+    run = run_tap(file_config(source, api_mode="measurement", meters=METERS[:1]))
+    assert run.returncode == 1
+    assert "start_date is required" in run.stderr
+
+
+# --- HTTP behaviour: retries and errors ------------------------------------------------------------
+
+
+def test_server_errors_are_retried_then_succeed(source, run_tap):
+    serve_two_meters(source)
+    path = f"/challenge/{MUID_1}.json"
+    source.script[path] = [Scripted(500), Scripted(502), Scripted(503)]
+    run = run_tap(file_config(source, retry_backoff_factor=0.01, meters=METERS[:1]))
+    assert run.returncode == 0, run.stderr
+    assert len(run.records()) == 8
+    assert sum(1 for _, p, _ in source.requests if p == path) == 4
+
+
+def test_429_waits_for_retry_after(source, run_tap):
+    serve_two_meters(source)
+    path = f"/challenge/{MUID_1}.json"
+    source.script[path] = [Scripted(429, headers={"Retry-After": "1"})]
+    run = run_tap(file_config(source, retry_backoff_factor=0.01, meters=METERS[:1]))
+    assert run.returncode == 0, run.stderr
+    (first, *_), (second, *_) = [r for r in source.requests if r[1] == path]
+    assert second - first >= 1.0
+
+
+def test_retries_exhausted_fail_naming_meter_and_url(source, run_tap):
+    path = f"/challenge/{MUID_1}.json"
+    source.script[path] = [Scripted(503)] * 3
+    run = run_tap(file_config(source, retry_backoff_factor=0.01, max_retries=2, meters=METERS[:1]))
+    assert run.returncode == 1
+    error = run.stderr.strip().splitlines()[-1]
+    assert error.startswith("tap-exnaton: error: muid_1:") and path in error and "503" in error
+
+
+def test_client_error_is_not_retried(source, run_tap):
+    run = run_tap(file_config(source, meters=METERS[:1]))  # nothing served: 404
+    assert run.returncode == 1
+    assert "HTTP 404" in run.stderr.splitlines()[-1]
+    assert len(source.requests) == 1
+
+
+BAD_BODIES = {
+    "not JSON": (b"<html>Service unavailable</html>", "not JSON"),
+    "no data": (b'{"items": []}', "no top-level 'data'"),
+    "null data": (b'{"data": null}', "field 'data' is NoneType"),
+    "no timestamp": (b'{"data": [{"measurement": "energy", "0100011D00FF": 1.0}]}', "'timestamp'"),
+    "bad timestamp": (b'{"data": [{"timestamp": "yesterday", "0100011D00FF": 1.0}]}', "'timestamp'"),
+    "text value": (
+        b'{"data": [{"timestamp": "2023-02-01T00:00:00.000Z", "0100011D00FF": "1,5"}]}',
+        "'0100011D00FF'",
+    ),
+    "bool value": (
+        b'{"data": [{"timestamp": "2023-02-01T00:00:00.000Z", "0100011D00FF": true}]}',
+        "not a number",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_BODIES, ids=list(BAD_BODIES))
+def test_bad_bodies_fail_with_one_clear_line(source, run_tap, case):
+    body, expected = BAD_BODIES[case]
+    source.script[f"/challenge/{MUID_1}.json"] = [Scripted(200, body)]
+    run = run_tap(file_config(source, meters=METERS[:1]))
+    assert run.returncode == 1
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("tap-exnaton: error: muid_1: GET http://127.0.0.1")
+    assert expected in last
+    assert run.records() == []
+
+
+def test_null_values_are_loaded_as_null(source, run_tap):
+    source.files[MUID_1] = [{"timestamp": "2023-02-01T00:00:00.000Z", "tags": {"muid": MUID_1}, IMPORT: None}]
+    run = run_tap(file_config(source, meters=METERS[:1]))
+    assert run.returncode == 0, run.stderr
+    assert run.records()[0]["value"] is None
+
+
+def test_api_key_is_sent_in_the_configured_header_and_never_printed(source, run_tap):
+    serve_two_meters(source)
+    secret = "s3cr3t-key-value"
+    run = run_tap(file_config(source, api_key=secret, auth_header="X-Api-Key", meters=METERS[:1]))
+    assert run.returncode == 0
+    assert source.requests[0][2]["X-Api-Key"] == secret
+    assert secret not in run.stderr
+
+
+# --- settings and discovery ------------------------------------------------------------------------
+
+
+def test_discover_lists_one_stream_per_meter_with_keys(source, run_tap):
+    run = run_tap(file_config(source), None, "--discover")
+    catalog = json.loads(run.stdout)
+    streams = {s["tap_stream_id"]: s for s in catalog["streams"]}
+    assert sorted(streams) == ["muid_1", "muid_2"]
+    assert streams["muid_1"]["key_properties"] == ["muid", "obis_code", "timestamp"]
+    assert streams["muid_1"]["replication_key"] == "timestamp"
+
+
+def test_default_meters_are_the_two_exnaton_meters(source, run_tap):
+    run = run_tap({"base_url": source.base_url}, None, "--discover")
+    assert sorted(s["tap_stream_id"] for s in json.loads(run.stdout)["streams"]) == ["muid_1", "muid_2"]
+
+
+def test_append_only_declares_no_keys(source, run_tap):
+    serve_two_meters(source)
+    run = run_tap(file_config(source, append_only=True))
+    assert run.schema("muid_1")["key_properties"] == []
+
+
+def test_duplicate_stream_names_are_rejected(source, run_tap):
+    run = run_tap(file_config(source, meters=[METERS[0], METERS[0]]), None, "--discover")
+    assert run.returncode == 1
+    assert "more than once: muid_1" in run.stderr
+
+
+def test_about_lists_every_setting(run_tap):
+    run = run_tap({}, None, "--about", "--format", "json")
+    settings = set(json.loads(run.stdout)["settings"]["properties"])
+    assert {"base_url", "meters", "api_mode", "start_date", "end_date", "page_size", "api_key"} <= settings
+    assert json.loads(run.stdout)["settings"]["properties"]["api_key"]["secret"] is True
