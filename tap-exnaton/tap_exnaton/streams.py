@@ -1,12 +1,13 @@
-"""Stream of tap-exnaton: one stream per configured meter, one record per OBIS value."""
+"""Streams of tap-exnaton: one stream per configured meter, in one of two record layouts."""
 
 from __future__ import annotations
 
 import re
 import typing as t
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
 from singer_sdk import typing as th
+from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import SinglePagePaginator
 
 from tap_exnaton.client import (
@@ -47,32 +48,82 @@ READING_SCHEMA = th.PropertiesList(
 ).to_dict()
 
 
-def reading_records(source: dict, *, meter_muid: str, where: str, index: int) -> list[dict]:
-    """Turn one source record into one long-form record per OBIS-shaped key."""
-    if not isinstance(source, dict):
-        msg = f"{where}: reading #{index} is {type(source).__name__}, expected an object"
-        raise ExnatonSourceError(msg)
-    moment = parse_source_timestamp(source.get("timestamp"))
-    if moment is None:
-        msg = f"{where}: reading #{index} field 'timestamp' is not a parsable date-time: {source.get('timestamp')!r}"
-        raise ExnatonSourceError(msg)
-    tags = source.get("tags") if isinstance(source.get("tags"), dict) else {}
-    base = {
-        "muid": tags.get("muid") or meter_muid,
-        "measurement": source.get("measurement"),
-        "timestamp": format_source_timestamp(moment),
-        "quality": tags.get("quality"),
-        "tags": tags,
-    }
-    records = []
-    for key, value in source.items():
-        if not OBIS_KEY.match(key):
-            continue
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            msg = f"{where}: reading #{index} ({base['timestamp']}) field {key!r} is not a number: {value!r}"
+DAY_SCHEMA = th.PropertiesList(
+    th.Property("muid", th.StringType, required=True, description="Meter id"),
+    th.Property("obis_code", th.StringType, required=True, description="OBIS code of the values"),
+    th.Property("day", th.DateType, required=True, description="UTC calendar day of the readings"),
+    th.Property("measurement", th.StringType, description="Measurement name, e.g. energy"),
+    th.Property("first_timestamp", th.DateTimeType, description="Earliest reading of the record, UTC"),
+    th.Property("last_timestamp", th.DateTimeType, required=True, description="Latest reading of the record"),
+    th.Property("reading_count", th.IntegerType, description="Number of readings in the arrays"),
+    th.Property("timestamps", th.ArrayType(th.DateTimeType), description="Interval starts (UTC), ascending"),
+    th.Property(
+        "values", th.ArrayType(th.NumberType), description="kWh per interval, parallel to timestamps"
+    ),
+    th.Property("qualities", th.ArrayType(th.StringType), description="Quality tag per interval"),
+    th.Property(
+        "tags",
+        th.ArrayType(th.ObjectType(additional_properties=True)),
+        description="Each reading's whole tags object, parallel to timestamps; null when every reading's "
+        "tags hold nothing beyond muid and quality (the usual case: they are in muid and qualities)",
+    ),
+).to_dict()
+# The tag keys that meter_day records carry in columns of their own.
+PLAIN_TAG_KEYS = frozenset({"muid", "quality"})
+# The source's own timestamp format; such a string is kept as it is instead of being re-formatted.
+CANONICAL_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
+
+
+class Reading(t.NamedTuple):
+    """One OBIS value of one source record."""
+
+    moment: datetime
+    timestamp: str
+    obis_code: str
+    value: float | int | None
+    muid: str
+    measurement: str | None
+    tags: dict
+
+
+def parse_readings(payload: list, *, meter_muid: str, where: str) -> t.Iterator[Reading]:
+    """Validate the source records and yield one Reading per OBIS-shaped key."""
+    for index, source in enumerate(payload):
+        if not isinstance(source, dict):
+            msg = f"{where}: reading #{index} is {type(source).__name__}, expected an object"
             raise ExnatonSourceError(msg)
-        records.append({**base, "obis_code": key.upper(), "value": value})
-    return records
+        raw_timestamp = source.get("timestamp")
+        moment = parse_source_timestamp(raw_timestamp)
+        if moment is None:
+            msg = (
+                f"{where}: reading #{index} field 'timestamp' is not a parsable date-time: {raw_timestamp!r}"
+            )
+            raise ExnatonSourceError(msg)
+        timestamp = (
+            raw_timestamp if CANONICAL_TIMESTAMP.match(raw_timestamp) else format_source_timestamp(moment)
+        )
+        tags = source.get("tags") if isinstance(source.get("tags"), dict) else {}
+        muid = tags.get("muid") or meter_muid
+        for key, value in source.items():
+            if len(key) != 12 or not OBIS_KEY.match(key):
+                continue
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                msg = f"{where}: reading #{index} ({timestamp}) field {key!r} is not a number: {value!r}"
+                raise ExnatonSourceError(msg)
+            yield Reading(moment, timestamp, key.upper(), value, muid, source.get("measurement"), tags)
+
+
+def reading_record(reading: Reading) -> dict:
+    """The long-form Singer record of one reading."""
+    return {
+        "muid": reading.muid,
+        "measurement": reading.measurement,
+        "timestamp": reading.timestamp,
+        "quality": reading.tags.get("quality"),
+        "obis_code": reading.obis_code,
+        "value": reading.value,
+        "tags": reading.tags,
+    }
 
 
 class MeterReadingsStream(ExnatonStream):
@@ -139,22 +190,30 @@ class MeterReadingsStream(ExnatonStream):
             return
         yield from super().get_records(context)
 
-    def parse_response(self, response: requests.Response) -> t.Iterable[dict]:
+    def parse_response(self, response: requests.Response) -> t.Iterable[t.Any]:
         where = f"{self.name}: GET {self._redacted(response.url)}"
         payload = response_payload(response, where=where)
         if self.api_mode == "measurement" and len(payload) >= int(self.config.get("page_size", 5000)):
             # A full window is asked again in halves by the paginator; its readings are not trusted.
             return
         low, high = self._range_start, self._range_stop
-        records = []
-        for index, source in enumerate(payload):
-            for record in reading_records(source, meter_muid=self.muid, where=where, index=index):
-                moment = parse_source_timestamp(record["timestamp"])
-                if low <= moment < high and not self._already_loaded(moment):
-                    records.append(record)
-        if self.api_mode == "measurement":
-            records.sort(key=lambda record: (record["timestamp"], record["obis_code"]))
-        yield from records
+        readings = [
+            reading
+            for reading in parse_readings(payload, meter_muid=self.muid, where=where)
+            if low <= reading.moment < high and not self._already_loaded(reading.moment)
+        ]
+        if self._sorts_pages():
+            readings.sort(key=lambda reading: (reading.timestamp, reading.obis_code))
+        yield from self._records(readings)
+
+    def _records(self, readings: list[Reading]) -> t.Iterable[t.Any]:
+        return map(reading_record, readings)
+
+    def _sorts_pages(self) -> bool:
+        return self.api_mode == "measurement"
+
+    def _resume_from(self, bookmark: datetime) -> datetime:
+        return bookmark
 
     def _already_loaded(self, moment: datetime) -> bool:
         # File mode re-reads the whole export: keep only what is newer than the bookmark. Measurement mode
@@ -165,12 +224,90 @@ class MeterReadingsStream(ExnatonStream):
         start_date = _config_datetime(self.config.get("start_date"))
         end_date = _config_datetime(self.config.get("end_date"))
         if self.api_mode == "measurement":
-            start = self._bookmark or start_date
+            start = self._resume_from(self._bookmark) if self._bookmark else start_date
             if start is None:
                 msg = f"{self.name}: start_date is required in measurement mode when there is no state"
                 raise ExnatonSourceError(msg)
             return max(start, start_date or start), end_date or datetime.now(UTC)
         return start_date or datetime.min.replace(tzinfo=UTC), end_date or datetime.max.replace(tzinfo=UTC)
+
+
+class MeterDaysStream(MeterReadingsStream):
+    """The same readings, one record per meter, OBIS code and UTC day with parallel arrays.
+
+    96 readings travel in one Singer record, so the loader does a hundredth of its per-record work; dbt
+    unnests the arrays in SQL. A day is always emitted whole and merged on (muid, obis_code, day), so a
+    re-emitted day replaces the earlier copy instead of adding to it. Readings come in ascending order
+    (each page is sorted, windows ascend), and a day is held back until a later day shows up, because a
+    day can span two measurement windows.
+    """
+
+    replication_key = "last_timestamp"
+    schema: t.ClassVar[dict] = DAY_SCHEMA
+    is_sorted = True  # type: ignore[assignment]
+    # Records are built with exact types here; walking 96-element arrays again per record costs more than
+    # the rest of the tap.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.ROOT_ONLY
+
+    def __init__(self, tap: Tap, *, stream_name: str, muid: str) -> None:
+        super().__init__(tap, stream_name=stream_name, muid=muid)
+        if not self.config.get("append_only", False):
+            self.primary_keys = ["muid", "obis_code", "day"]
+
+    def get_records(self, context: t.Any) -> t.Iterable[dict[str, t.Any]]:
+        for day in group_meter_days(super().get_records(context)):
+            if self._bookmark is None or parse_source_timestamp(day["last_timestamp"]) > self._bookmark:
+                yield day
+
+    def _sorts_pages(self) -> bool:
+        return True
+
+    def _records(self, readings: list[Reading]) -> t.Iterable[t.Any]:
+        return readings  # grouped into day records by get_records
+
+    def _already_loaded(self, moment: datetime) -> bool:
+        # Days are filtered as a whole in get_records: a day with one new reading is re-emitted complete.
+        return False
+
+    def _resume_from(self, bookmark: datetime) -> datetime:
+        return datetime.combine(bookmark.date(), time.min, tzinfo=UTC)
+
+
+def group_meter_days(readings: t.Iterable[Reading]) -> t.Iterator[dict]:
+    """Group ascending readings into one record per (obis_code, UTC day)."""
+    current_day, by_obis = None, {}
+    for reading in readings:
+        day = reading.timestamp[:10]
+        if day != current_day:
+            yield from day_records(by_obis)
+            current_day, by_obis = day, {}
+        by_obis.setdefault(reading.obis_code, []).append(reading)
+    yield from day_records(by_obis)
+
+
+def day_records(by_obis: dict[str, list[Reading]]) -> list[dict]:
+    records = []
+    for obis_code, readings in by_obis.items():
+        first, last = readings[0], readings[-1]
+        plain_tags = all(reading.tags.keys() <= PLAIN_TAG_KEYS for reading in readings)
+        records.append(
+            {
+                "muid": first.muid,
+                "obis_code": obis_code,
+                "day": first.timestamp[:10],
+                "measurement": first.measurement,
+                "first_timestamp": first.timestamp,
+                "last_timestamp": last.timestamp,
+                "reading_count": len(readings),
+                "timestamps": [reading.timestamp for reading in readings],
+                # One numeric type per array: a loader dumps a list as one typed array (int 0 becomes 0.0).
+                "values": [None if reading.value is None else float(reading.value) for reading in readings],
+                "qualities": [reading.tags.get("quality") for reading in readings],
+                "tags": None if plain_tags else [reading.tags for reading in readings],
+            }
+        )
+    # The stream is sorted on last_timestamp: several OBIS codes of one day must go out in that order.
+    return sorted(records, key=lambda record: record["last_timestamp"])
 
 
 def _config_datetime(value: object) -> datetime | None:

@@ -8,7 +8,7 @@ from singer_sdk import Tap
 from singer_sdk import typing as th
 
 from tap_exnaton.client import ExnatonSourceError
-from tap_exnaton.streams import MeterReadingsStream
+from tap_exnaton.streams import MeterDaysStream, MeterReadingsStream
 
 DEFAULT_BASE_URL = (
     "https://exnaton-public-s3-bucket20230329123331528000000001.s3.eu-central-1.amazonaws.com/challenge"
@@ -94,6 +94,13 @@ class TapExnaton(Tap):
             description="Declare no key properties, so the loader appends instead of merging "
             "(the 'Full refresh, Append' mode together with meltano run --full-refresh)",
         ),
+        th.Property(
+            "record_layout",
+            th.StringType(allowed_values=["reading", "meter_day"]),
+            default="reading",
+            description="'reading': one record per reading and OBIS code (any Singer target); 'meter_day': "
+            "one record per meter, OBIS code and UTC day with parallel arrays (fast; dbt unnests them)",
+        ),
         th.Property("api_key", th.StringType, secret=True, description="API key sent as a header, if set"),
         th.Property(
             "auth_header",
@@ -104,13 +111,15 @@ class TapExnaton(Tap):
     ).to_dict()
 
     def discover_streams(self) -> list[MeterReadingsStream]:
+        """One stream per configured meter, in the configured record layout."""
         meters = self.config.get("meters") or DEFAULT_METERS
         names = [meter["stream_name"] for meter in meters]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             msg = f"setting 'meters' names a stream more than once: {', '.join(duplicates)}"
             raise ExnatonSourceError(msg)
-        return [MeterReadingsStream(self, stream_name=m["stream_name"], muid=m["muid"]) for m in meters]
+        layout = MeterDaysStream if self.config.get("record_layout") == "meter_day" else MeterReadingsStream
+        return [layout(self, stream_name=m["stream_name"], muid=m["muid"]) for m in meters]
 
 
 def main() -> None:

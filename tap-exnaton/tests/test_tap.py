@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def test_int_zero_and_float_noise_pass_through_unchanged(source, run_tap):
     values = [r["value"] for r in run.records("muid_2")]
     assert 0 in values and all(type(v) is int for v in values if v == 0)
     assert '"value":0.17325000000000002' in run.stdout.replace(" ", "")
-    assert '"value":0}' in run.stdout.replace(" ", "")
+    assert re.search(r'"value":0[,}]', run.stdout.replace(" ", ""))
 
 
 def test_file_mode_keeps_source_order_and_bookmarks_the_max_timestamp(source, run_tap):
