@@ -1,0 +1,9 @@
+{#- Models go to exactly the schema they configure (`staging`, `marts`), not `<target schema>_<schema>`,
+    because the API and the users query those fixed names. -#}
+{% macro generate_schema_name(custom_schema_name, node) -%}
+    {%- if custom_schema_name is none -%}
+        {{ target.schema }}
+    {%- else -%}
+        {{ custom_schema_name | trim }}
+    {%- endif -%}
+{%- endmacro %}

@@ -1,0 +1,39 @@
+{#- One row per meter and OBIS code, built from the small daily mart plus index look-ups for the first and
+    last reading, so it stays cheap however many readings there are. -#}
+with
+
+totals as (
+    select
+        muid,
+        obis_code,
+        sum(reading_count)::bigint as reading_count,
+        max(loaded_at) as loaded_at
+    from {{ ref('fct_energy_daily') }}
+    group by muid, obis_code
+)
+
+select
+    totals.muid,
+    latest.stream_name,
+    totals.obis_code,
+    {{ obis_direction('totals.obis_code') }} as direction,
+    earliest.reading_at as first_reading_at,
+    latest.reading_at as last_reading_at,
+    totals.reading_count,
+    -- The loader's time of the meter's latest load (max _sdc_batched_at of its raw rows), over all its codes.
+    max(totals.loaded_at) over (partition by totals.muid) as last_loaded_at
+from totals
+cross join lateral (
+    select reading_at
+    from {{ ref('fct_readings') }} as readings
+    where readings.muid = totals.muid and readings.obis_code = totals.obis_code
+    order by reading_at
+    limit 1
+) as earliest
+cross join lateral (
+    select reading_at, stream_name
+    from {{ ref('fct_readings') }} as readings
+    where readings.muid = totals.muid and readings.obis_code = totals.obis_code
+    order by reading_at desc
+    limit 1
+) as latest

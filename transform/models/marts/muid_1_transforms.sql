@@ -1,0 +1,3 @@
+{{ config(materialized='view') }}
+
+{{ meter_transforms('muid_1') }}

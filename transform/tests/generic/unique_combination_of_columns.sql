@@ -1,0 +1,9 @@
+{#- Rows whose combination of the given columns occurs more than once (a composite key check, like
+    dbt_utils' test of that name, written here because the package hub is not reachable offline). -#}
+{% test unique_combination_of_columns(model, combination_of_columns) %}
+    {%- set columns = combination_of_columns | join(', ') %}
+    select {{ columns }}, count(*) as occurrences
+    from {{ model }}
+    group by {{ columns }}
+    having count(*) > 1
+{% endtest %}
