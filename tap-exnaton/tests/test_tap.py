@@ -318,3 +318,87 @@ def test_about_lists_every_setting(run_tap):
     settings = set(json.loads(run.stdout)["settings"]["properties"])
     assert {"base_url", "meters", "api_mode", "start_date", "end_date", "page_size", "api_key"} <= settings
     assert json.loads(run.stdout)["settings"]["properties"]["api_key"]["secret"] is True
+
+
+# --- meter_day layout: one record per meter, OBIS code and UTC day ---------------------------------
+
+
+def day_config(source, **extra) -> dict:
+    return file_config(source, record_layout="meter_day", **extra)
+
+
+def test_meter_day_records_hold_whole_days_in_ascending_arrays(source, run_tap):
+    serve_two_meters(source, count=2 * 96 + 4)
+    run = run_tap(day_config(source))
+    assert run.returncode == 0, run.stderr
+    days = run.records("muid_2")
+    assert [d["day"] for d in days] == ["2023-02-01", "2023-02-02", "2023-02-03"]
+    assert [d["reading_count"] for d in days] == [96, 96, 4]
+    first = days[0]
+    assert (
+        first["timestamps"] == sorted(first["timestamps"])
+        and first["timestamps"][0] == "2023-02-01T00:00:00.000Z"
+    )
+    assert first["last_timestamp"] == first["timestamps"][-1] == "2023-02-01T23:45:00.000Z"
+    assert first["values"][:2] == [0.17325000000000002, 0.0]
+    assert first["qualities"] == ["measured"] * 96
+    assert first["tags"] is None
+    assert run.schema("muid_2")["key_properties"] == ["muid", "obis_code", "day"]
+    assert run.final_state["bookmarks"]["muid_2"]["replication_key_value"] == "2023-02-03T00:45:00.000Z"
+
+
+def test_meter_day_keeps_extra_tags_per_reading(source, run_tap):
+    records = export_records(MUID_1, IMPORT, FEB_1, 3)
+    records[1]["tags"] = {**records[1]["tags"], "source": "estimated-by-utility"}
+    source.files[MUID_1] = records
+    run = run_tap(day_config(source, meters=METERS[:1]))
+    (day,) = run.records()
+    assert day["tags"][1]["source"] == "estimated-by-utility"
+    assert len(day["tags"]) == 3
+
+
+def test_meter_day_with_state_re_emits_only_days_with_new_readings(source, run_tap):
+    serve_two_meters(source, count=2 * 96 + 4)
+    bookmark = {"replication_key": "last_timestamp", "replication_key_value": "2023-02-03T00:15:00.000Z"}
+    run = run_tap(day_config(source, meters=METERS[:1]), {"bookmarks": {"muid_1": bookmark}})
+    (day,) = run.records()
+    assert (
+        day["day"] == "2023-02-03" and day["reading_count"] == 4
+    )  # the whole day, not only the new readings
+    again = run_tap(day_config(source, meters=METERS[:1]), run.final_state)
+    assert again.records() == []
+
+
+def test_meter_day_in_measurement_mode_joins_days_split_across_windows(source, run_tap):
+    serve_two_meters(source, count=3 * 96)
+    config = measurement_config(
+        source, record_layout="meter_day", window_days=2, page_size=30, meters=METERS[:1]
+    )
+    run = run_tap(config)
+    assert run.returncode == 0, run.stderr
+    assert any("T" in q["start"] for q in source.measurement_queries())  # windows split inside days
+    days = run.records()
+    assert [(d["day"], d["reading_count"]) for d in days] == [
+        ("2023-02-01", 96),
+        ("2023-02-02", 96),
+        ("2023-02-03", 96),
+    ]
+    readings = [(t, v) for d in days for t, v in zip(d["timestamps"], d["values"], strict=True)]
+    assert len(set(readings)) == 3 * 96
+
+
+@pytest.mark.skipif(not REAL_FILES.is_dir(), reason="the real Exnaton files are not beside the project")
+def test_meter_day_real_files_carry_every_value(run_tap, source):
+    for muid in (MUID_1, MUID_2):
+        source.files[muid] = json.loads((REAL_FILES / f"{muid}.json").read_bytes())["data"]
+    run = run_tap(day_config(source))
+    for stream, muid in (("muid_1", MUID_1), ("muid_2", MUID_2)):
+        expected = sorted(
+            (r["timestamp"], float(v))
+            for r in source.files[muid]
+            for k, v in r.items()
+            if k.startswith("0100")
+        )
+        days = run.records(stream)
+        assert len(days) == 28
+        assert [(t, v) for d in days for t, v in zip(d["timestamps"], d["values"], strict=True)] == expected
