@@ -205,6 +205,19 @@ def test_per_meter_transforms_views(warehouse):
         assert len(rows) > 0
 
 
+def test_meter_day_layout_gives_the_same_marts(warehouse, database, mirror_of, tmp_path):
+    """The tap's fast layout (a record per meter-day with arrays, unnested by dbt) changes nothing downstream."""
+    pipeline = Pipeline(
+        pg=database,
+        workdir=tmp_path,
+        base_url=mirror_of(warehouse.workdir / "source").base_url,
+        settings={**warehouse.settings, "TAP_EXNATON_RECORD_LAYOUT": "meter_day"},
+    )
+    pipeline.meltano(*PIPELINE)
+    assert pipeline.scalar("select count(*) from information_schema.columns where column_name = 'timestamps'")
+    assert snapshot(pipeline) == snapshot(warehouse)
+
+
 def test_docs_freshness_and_debug_through_meltano(warehouse):
     warehouse.meltano("invoke", "dbt-postgres:debug")
     freshness = warehouse.meltano("invoke", "dbt-postgres:source-freshness")
@@ -314,7 +327,8 @@ def gappy_export(path: Path) -> list[dict]:
     return kept
 
 
-def test_gap_and_duplicates_give_the_right_completeness(database, mirror_of, tmp_path):
+@pytest.mark.parametrize("layout", ["reading", "meter_day"])
+def test_gap_and_duplicates_give_the_right_completeness(layout, database, mirror_of, tmp_path):
     source = tmp_path / "source"
     source.mkdir()
     sent = gappy_export(source / f"{GAP_METER.muid}.json")
@@ -325,6 +339,7 @@ def test_gap_and_duplicates_give_the_right_completeness(database, mirror_of, tmp
         settings={
             "TAP_EXNATON_METERS": meters_setting([GAP_METER]),
             "TAP_EXNATON_START_DATE": "2023-01-01",
+            "TAP_EXNATON_RECORD_LAYOUT": layout,
             **FULL_REFRESH_APPEND,
         },
     )

@@ -1,16 +1,21 @@
-{#- The meter stream tables of the raw schema, found at run time: every table with the columns of a reading.
-    So a meter added to the tap's `meters` setting (one more stream, one more table) needs no SQL or YAML
-    change. One catalog query, whatever the number of meters. -#}
-
+{#- The meter stream tables of the raw schema, found at run time by their columns, so a meter added to the
+    tap's `meters` setting (one more stream, one more table) needs no SQL or YAML change. One catalog query,
+    whatever the number of meters. Two layouts of the tap (setting `record_layout`) are recognised:
+      reading    one row per reading: muid, "timestamp", obis_code, value, quality
+      meter_day  one row per meter, OBIS code and UTC day: parallel arrays timestamps, "values", qualities
+    Returns a list of {'relation': Relation, 'layout': 'reading' | 'meter_day'}. -#}
 {% macro raw_reading_tables(schema=var('raw_schema', 'raw')) %}
     {%- if not execute -%}
         {{ return([]) }}
     {%- endif -%}
-    {%- set reading_columns = ['muid', 'timestamp', 'obis_code', 'value'] -%}
-    {%- set load_columns = ['measurement', 'quality', '_sdc_extracted_at', '_sdc_batched_at', '_sdc_sequence',
+    {%- set layouts = {
+        'reading': ['muid', 'timestamp', 'obis_code', 'value', 'quality'],
+        'meter_day': ['muid', 'obis_code', 'day', 'timestamps', 'values', 'qualities'],
+    } -%}
+    {%- set load_columns = ['measurement', '_sdc_extracted_at', '_sdc_batched_at', '_sdc_sequence',
                             '_sdc_sync_started_at', '_sdc_deleted_at'] -%}
     {%- set query -%}
-        select c.relname as table_name, array_agg(a.attname::text order by a.attname) as column_names
+        select c.relname as table_name, string_agg(a.attname::text, '/' order by a.attnum) as column_names
         from pg_catalog.pg_class c
         join pg_catalog.pg_namespace n on n.oid = c.relnamespace
         join pg_catalog.pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
@@ -18,25 +23,77 @@
           and c.relkind in ('r', 'p')
           and not c.relispartition
         group by c.relname
-        having count(*) filter (where a.attname in ('{{ reading_columns | join("', '") }}')) = {{ reading_columns | length }}
         order by c.relname
     {%- endset -%}
-    {%- set found = run_query(query) -%}
-    {%- set relations = [] -%}
-    {%- for row in found.rows -%}
-        {%- set missing = [] -%}
-        {%- for column in load_columns if column not in row['column_names'] -%}
-            {%- do missing.append(column) -%}
+    {%- set tables = [] -%}
+    {%- for row in run_query(query).rows -%}
+        {#- agate hands arrays over as JSON text: a '/'-joined list splits safely (no '/' in these names). -#}
+        {%- set columns = row['column_names'].split('/') -%}
+        {%- set matching = [] -%}
+        {%- for layout, needed in layouts.items() -%}
+            {%- if needed | reject('in', columns) | list | length == 0 -%}
+                {%- do matching.append(layout) -%}
+            {%- endif -%}
         {%- endfor -%}
-        {%- if missing -%}
-            {{ exceptions.raise_compiler_error(
-                "Raw table " ~ schema ~ "." ~ row['table_name'] ~ " has the reading columns but lacks "
-                ~ missing | join(", ") ~ ": load it with target-postgres and add_record_metadata: true") }}
+        {%- if matching -%}
+            {%- set missing = load_columns | reject('in', columns) | list -%}
+            {%- if missing -%}
+                {{ exceptions.raise_compiler_error(
+                    "Raw table " ~ schema ~ "." ~ row['table_name'] ~ " holds meter readings but lacks "
+                    ~ missing | join(", ") ~ ": load it with target-postgres and add_record_metadata: true") }}
+            {%- endif -%}
+            {%- do tables.append({
+                'relation': api.Relation.create(database=target.database, schema=schema, identifier=row['table_name']),
+                'layout': matching[0],
+            }) -%}
         {%- endif -%}
-        {%- do relations.append(api.Relation.create(database=target.database, schema=schema, identifier=row['table_name'])) -%}
     {%- endfor -%}
-    {%- if not relations -%}
+    {%- if not tables -%}
         {{ log("No meter stream tables in schema " ~ schema ~ " yet: the readings models stay empty", info=true) }}
     {%- endif -%}
-    {{ return(relations) }}
+    {{ return(tables) }}
+{% endmacro %}
+
+
+{#- The rows of one raw stream table as typed readings, whatever its layout; `batched_after` (SQL, a
+    timestamp without time zone) keeps only rows the loader wrote later. -#}
+{% macro raw_readings_select(table, batched_after=none) %}
+    {%- set relation = table['relation'] -%}
+    {%- if table['layout'] == 'reading' %}
+    select
+        muid::text as muid,
+        obis_code::text as obis_code,
+        "timestamp" at time zone 'UTC' as reading_at,
+        trim_scale(value::numeric) as energy_kwh,
+        measurement::text as measurement,
+        quality::text as quality,
+        {{ sql_literal(relation.identifier) }}::text as stream_name,
+        _sdc_batched_at at time zone 'UTC' as loaded_at,
+        _sdc_extracted_at as extracted_at,
+        _sdc_sequence as sequence_number,
+        0::bigint as position_in_record,
+        _sdc_sync_started_at as sync_started_at
+    from {{ relation }}
+    {%- else %}
+    select
+        muid::text as muid,
+        obis_code::text as obis_code,
+        readings.reading_at::timestamptz as reading_at,
+        trim_scale(readings.energy_kwh::numeric) as energy_kwh,
+        measurement::text as measurement,
+        readings.quality::text as quality,
+        {{ sql_literal(relation.identifier) }}::text as stream_name,
+        _sdc_batched_at at time zone 'UTC' as loaded_at,
+        _sdc_extracted_at as extracted_at,
+        _sdc_sequence as sequence_number,
+        readings.position_in_record,
+        _sdc_sync_started_at as sync_started_at
+    from {{ relation }}
+    cross join lateral unnest(timestamps, "values", qualities) with ordinality
+        as readings (reading_at, energy_kwh, quality, position_in_record)
+    {%- endif %}
+    where _sdc_deleted_at is null
+    {%- if batched_after is not none %}
+      and _sdc_batched_at > {{ batched_after }}
+    {%- endif %}
 {% endmacro %}

@@ -1,7 +1,8 @@
-{#- Every meter reading once: the union of all raw stream tables (found at run time), typed, renamed and
-    deduplicated on (muid, obis_code, reading_at), keeping the latest extraction. Incremental: a run reads
-    only raw rows batched after the newest `loaded_at` here, so append-only reloads of the same data any
-    number of times leave the same rows. -#}
+{#- Every meter reading once: the union of all raw stream tables (found at run time, in either of the
+    tap's record layouts, see macros/raw_reading_tables.sql), typed, renamed and deduplicated on
+    (muid, obis_code, reading_at), keeping the latest extraction. Incremental: a run reads only raw rows
+    batched after the newest `loaded_at` here, so append-only reloads of the same data any number of times
+    leave the same rows. -#}
 {{ config(
     materialized='incremental',
     unique_key=['muid', 'obis_code', 'reading_at'],
@@ -29,24 +30,8 @@ watermark as (
 {% endif %}
 
 raw_rows as (
-    {%- for relation in raw_tables %}
-    select
-        muid::text as muid,
-        obis_code::text as obis_code,
-        "timestamp" at time zone 'UTC' as reading_at,
-        value::numeric as energy_kwh,
-        measurement::text as measurement,
-        quality::text as quality,
-        {{ sql_literal(relation.identifier) }}::text as stream_name,
-        _sdc_batched_at at time zone 'UTC' as loaded_at,
-        _sdc_extracted_at as extracted_at,
-        _sdc_sequence as sequence_number,
-        _sdc_sync_started_at as sync_started_at
-    from {{ relation }}
-    where _sdc_deleted_at is null
-    {%- if is_incremental() %}
-      and _sdc_batched_at > (select batched_after from watermark)
-    {%- endif %}
+    {%- for table in raw_tables %}
+    {{ raw_readings_select(table, '(select batched_after from watermark)' if is_incremental() else none) }}
     {% if not loop.last %}union all{% endif %}
     {%- else %}
     -- No stream table yet: an empty, typed relation.
@@ -54,7 +39,7 @@ raw_rows as (
         null::text as muid, null::text as obis_code, null::timestamptz as reading_at,
         null::numeric as energy_kwh, null::text as measurement, null::text as quality,
         null::text as stream_name, null::timestamptz as loaded_at, null::timestamp as extracted_at,
-        null::bigint as sequence_number, null::bigint as sync_started_at
+        null::bigint as sequence_number, null::bigint as position_in_record, null::bigint as sync_started_at
     where false
     {%- endfor %}
 ),
@@ -64,7 +49,9 @@ ranked as (
         *,
         row_number() over (
             partition by muid, obis_code, reading_at
-            order by extracted_at desc nulls last, loaded_at desc, sequence_number desc nulls last
+            order by
+                extracted_at desc nulls last, loaded_at desc, sequence_number desc nulls last,
+                position_in_record desc
         ) as recency_rank,
         -- Copies of the reading within one load: duplicates sent by the source. Copies from repeated
         -- loads (append mode) are reloads, not source duplicates, and do not count.
