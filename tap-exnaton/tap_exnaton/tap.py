@@ -83,7 +83,8 @@ class TapExnaton(Tap):
         ),
         th.Property(
             "retry_backoff_factor",
-            th.NumberType(minimum=0),
+            # A numeric string too: Meltano passes such settings as strings (see meltano.yml).
+            th.CustomType({"type": ["number", "string"], "minimum": 0, "pattern": r"^\d+(\.\d+)?$"}),
             default=2.0,
             description="Seconds of the first retry wait, doubled on every further retry (Retry-After wins)",
         ),
