@@ -5,43 +5,42 @@
     materialized='incremental',
     unique_key=['muid', 'obis_code', 'day'],
     incremental_strategy=var('incremental_strategy', 'merge'),
-    on_schema_change='fail',
     indexes=[
         {'columns': ['muid', 'obis_code', 'day'], 'unique': true},
         {'columns': ['loaded_at']},
     ],
 ) }}
 
+{%- if is_incremental() %}
+    {%- set watermark = loaded_watermark() %}
+    {%- set span = new_readings_span(ref('fct_readings'), watermark) %}
+{%- endif %}
+
 with
 
-{% if is_incremental() %}
-touched_days as (
-    select distinct muid, obis_code, {{ local_day('reading_at') }} as day
+readings as (
+    select *, {{ local_day('reading_at') }} as day
     from {{ ref('fct_readings') }}
-    where loaded_at > (select coalesce(max(loaded_at), '-infinity') from {{ this }})
-),
-
-readings as (
-    select readings.*
-    from touched_days
-    join {{ ref('fct_readings') }} as readings
-        on readings.muid = touched_days.muid
-        and readings.obis_code = touched_days.obis_code
-        and readings.reading_at >= {{ local_day_start('touched_days.day') }}
-        and readings.reading_at < {{ local_day_start('touched_days.day + 1') }}
+    {%- if is_incremental() %}
+    {%- if span %}
+    where reading_at >= {{ local_day_start(local_day(span.first)) }}
+      and reading_at < {{ local_day_start(local_day(span.last) ~ ' + 1') }}
+    {%- else %}
+    where false
+    {%- endif %}
+    {%- endif %}
 )
-{% else %}
-readings as (
-    select * from {{ ref('fct_readings') }}
-)
-{% endif %}
 
 select
     muid,
     obis_code,
-    {{ local_day('reading_at') }} as day,
+    day,
     sum(energy_kwh) as energy_kwh,
     count(*)::integer as reading_count,
     max(loaded_at) as loaded_at
 from readings
-group by 1, 2, 3
+group by muid, obis_code, day
+{%- if is_incremental() %}
+-- Within the span, only the days that received a reading since the last run.
+having max(loaded_at) > {{ watermark }}
+{%- endif %}

@@ -5,43 +5,42 @@
     materialized='incremental',
     unique_key=['muid', 'obis_code', 'hour_start'],
     incremental_strategy=var('incremental_strategy', 'merge'),
-    on_schema_change='fail',
     indexes=[
         {'columns': ['muid', 'obis_code', 'hour_start'], 'unique': true},
         {'columns': ['loaded_at']},
     ],
 ) }}
 
+{%- if is_incremental() %}
+    {%- set watermark = loaded_watermark() %}
+    {%- set span = new_readings_span(ref('fct_readings'), watermark) %}
+{%- endif %}
+
 with
 
-{% if is_incremental() %}
-touched_hours as (
-    select distinct muid, obis_code, {{ local_hour_start('reading_at') }} as hour_start
+readings as (
+    select *, {{ local_hour_start('reading_at') }} as hour_start
     from {{ ref('fct_readings') }}
-    where loaded_at > (select coalesce(max(loaded_at), '-infinity') from {{ this }})
-),
-
-readings as (
-    select readings.*
-    from touched_hours
-    join {{ ref('fct_readings') }} as readings
-        on readings.muid = touched_hours.muid
-        and readings.obis_code = touched_hours.obis_code
-        and readings.reading_at >= touched_hours.hour_start
-        and readings.reading_at < touched_hours.hour_start + interval '1 hour'
+    {%- if is_incremental() %}
+    {%- if span %}
+    where reading_at >= {{ local_hour_start(span.first) }}
+      and reading_at < {{ local_hour_start(span.last) }} + interval '1 hour'
+    {%- else %}
+    where false
+    {%- endif %}
+    {%- endif %}
 )
-{% else %}
-readings as (
-    select * from {{ ref('fct_readings') }}
-)
-{% endif %}
 
 select
     muid,
     obis_code,
-    {{ local_hour_start('reading_at') }} as hour_start,
+    hour_start,
     sum(energy_kwh) as energy_kwh,
     count(*)::integer as reading_count,
     max(loaded_at) as loaded_at
 from readings
-group by 1, 2, 3
+group by muid, obis_code, hour_start
+{%- if is_incremental() %}
+-- Within the span, only the hours that received a reading since the last run.
+having max(loaded_at) > {{ watermark }}
+{%- endif %}

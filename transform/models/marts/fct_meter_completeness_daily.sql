@@ -7,25 +7,54 @@
     materialized='incremental',
     unique_key=['muid', 'day'],
     incremental_strategy=var('incremental_strategy', 'merge'),
-    on_schema_change='fail',
     indexes=[
         {'columns': ['muid', 'day'], 'unique': true},
         {'columns': ['loaded_at']},
     ],
 ) }}
 
+{%- if is_incremental() %}
+    {%- set watermark = loaded_watermark() %}
+    {%- set span = new_readings_span(ref('stg_exnaton__readings'), watermark) %}
+{%- endif %}
+
 with
+
+readings as (
+    select *, {{ local_day('reading_at') }} as day
+    from {{ ref('stg_exnaton__readings') }}
+    {%- if is_incremental() %}
+    {%- if span %}
+    -- Only days with a new reading are recomputed, and all their readings lie in this span.
+    where reading_at >= {{ local_day_start(local_day(span.first)) }}
+      and reading_at < {{ local_day_start(local_day(span.last) ~ ' + 1') }}
+    {%- else %}
+    where false
+    {%- endif %}
+    {%- endif %}
+),
+
+received as (
+    select
+        muid,
+        day,
+        -- A meter with several OBIS codes counts an interval once.
+        count(distinct reading_at)::integer as received_intervals,
+        sum(duplicate_count)::integer as duplicate_readings,
+        max(loaded_at) as loaded_at
+    from readings
+    group by muid, day
+),
 
 {% if is_incremental() %}
 touched_days as (
-    select distinct muid, {{ local_day('reading_at') }} as day
-    from {{ ref('stg_exnaton__readings') }}
-    where loaded_at > (select coalesce(max(loaded_at), '-infinity') from {{ this }})
+    select muid, day from received where loaded_at > {{ watermark }}
 ),
 
 built_days as (
     select muid, min(day) as first_day, max(day) as last_day
     from {{ this }}
+    where muid in (select muid from touched_days)
     group by muid
 ),
 
@@ -47,6 +76,7 @@ calendar as (
 ),
 
 days as (
+    -- The touched days, and days of the range not built yet (they had no reading so far).
     select calendar.muid, calendar.day
     from calendar
     where exists (
@@ -58,44 +88,13 @@ days as (
         where built.muid = calendar.muid and built.day = calendar.day
     )
 ),
-
-readings as (
-    select readings.*
-    from days
-    join {{ ref('stg_exnaton__readings') }} as readings
-        on readings.muid = days.muid
-        and readings.reading_at >= {{ local_day_start('days.day') }}
-        and readings.reading_at < {{ local_day_start('days.day + 1') }}
-),
 {% else %}
-day_ranges as (
-    select muid, min({{ local_day('reading_at') }}) as first_day, max({{ local_day('reading_at') }}) as last_day
-    from {{ ref('stg_exnaton__readings') }}
-    group by muid
-),
-
 days as (
     select day_ranges.muid, series.day::date as day
-    from day_ranges
+    from (select muid, min(day) as first_day, max(day) as last_day from received group by muid) as day_ranges
     cross join generate_series(day_ranges.first_day, day_ranges.last_day, interval '1 day') as series (day)
 ),
-
-readings as (
-    select * from {{ ref('stg_exnaton__readings') }}
-),
 {% endif %}
-
-received as (
-    select
-        muid,
-        {{ local_day('reading_at') }} as day,
-        -- A meter with several OBIS codes counts an interval once.
-        count(distinct reading_at)::integer as received_intervals,
-        sum(duplicate_count)::integer as duplicate_readings,
-        max(loaded_at) as loaded_at
-    from readings
-    group by 1, 2
-),
 
 completeness as (
     select

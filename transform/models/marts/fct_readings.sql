@@ -4,7 +4,6 @@
     materialized='incremental',
     unique_key=['muid', 'obis_code', 'reading_at'],
     incremental_strategy=var('incremental_strategy', 'merge'),
-    on_schema_change='fail',
     indexes=[
         {'columns': ['muid', 'obis_code', 'reading_at'], 'unique': true},
         {'columns': ['loaded_at']},
@@ -22,5 +21,5 @@ select
     loaded_at
 from {{ ref('stg_exnaton__readings') }}
 {% if is_incremental() %}
-where loaded_at > (select coalesce(max(loaded_at), '-infinity') from {{ this }})
+where loaded_at > {{ loaded_watermark() }}
 {% endif %}

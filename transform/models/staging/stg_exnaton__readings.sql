@@ -7,7 +7,6 @@
     materialized='incremental',
     unique_key=['muid', 'obis_code', 'reading_at'],
     incremental_strategy=var('incremental_strategy', 'merge'),
-    on_schema_change='fail',
     indexes=[
         {'columns': ['muid', 'obis_code', 'reading_at'], 'unique': true},
         {'columns': ['loaded_at']},
@@ -19,19 +18,14 @@
 
 {%- set raw_tables = raw_reading_tables() %}
 
-with
+{#- The loader stores UTC without a zone; comparing in that type keeps any index on the raw column usable. -#}
+{%- set batched_after = '(' ~ loaded_watermark() ~ " at time zone 'UTC')" if is_incremental() else none %}
 
-{% if is_incremental() %}
-watermark as (
-    -- The loader stores UTC without a zone; comparing in that type keeps any index on the raw column usable.
-    select coalesce(max(loaded_at), '-infinity') at time zone 'UTC' as batched_after
-    from {{ this }}
-),
-{% endif %}
+with
 
 raw_rows as (
     {%- for table in raw_tables %}
-    {{ raw_readings_select(table, '(select batched_after from watermark)' if is_incremental() else none) }}
+    {{ raw_readings_select(table, batched_after) }}
     {% if not loop.last %}union all{% endif %}
     {%- else %}
     -- No stream table yet: an empty, typed relation.
