@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import zlib
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
@@ -89,6 +90,18 @@ class TapExnaton(Tap):
             description="Seconds of the first retry wait, doubled on every further retry (Retry-After wins)",
         ),
         th.Property(
+            "shard_count",
+            th.IntegerType(minimum=1),
+            default=1,
+            description="Split the meters into this many shards, for parallel runs (one run per shard)",
+        ),
+        th.Property(
+            "shard_index",
+            th.IntegerType(minimum=0),
+            default=0,
+            description="The shard this run extracts, 0 .. shard_count-1 (a meter's shard: crc32(muid) mod count)",
+        ),
+        th.Property(
             "append_only",
             th.BooleanType,
             default=False,
@@ -120,7 +133,15 @@ class TapExnaton(Tap):
             msg = f"setting 'meters' names a stream more than once: {', '.join(duplicates)}"
             raise ExnatonSourceError(msg)
         layout = MeterDaysStream if self.config.get("record_layout") == "meter_day" else MeterReadingsStream
-        return [layout(self, stream_name=m["stream_name"], muid=m["muid"]) for m in meters]
+        return [layout(self, stream_name=m["stream_name"], muid=m["muid"]) for m in self._shard_of(meters)]
+
+    def _shard_of(self, meters: list[dict]) -> list[dict]:
+        """The meters of this run's shard; a meter keeps its shard when others are added or removed."""
+        count, index = int(self.config.get("shard_count", 1)), int(self.config.get("shard_index", 0))
+        if not 0 <= index < count:
+            msg = f"setting 'shard_index' is {index}, but must be between 0 and shard_count-1 ({count - 1})"
+            raise ExnatonSourceError(msg)
+        return [m for m in meters if zlib.crc32(m["muid"].encode()) % count == index]
 
 
 def main() -> None:

@@ -402,3 +402,22 @@ def test_meter_day_real_files_carry_every_value(run_tap, source):
         days = run.records(stream)
         assert len(days) == 28
         assert [(t, v) for d in days for t, v in zip(d["timestamps"], d["values"], strict=True)] == expected
+
+
+def test_shards_split_the_meters_disjointly(source, run_tap):
+    meters = [{"stream_name": f"m{i}", "muid": f"meter-{i}"} for i in range(12)]
+    shards = []
+    for index in range(3):
+        run = run_tap(
+            file_config(source, meters=meters, shard_count=3, shard_index=index), None, "--discover"
+        )
+        shards.append({s["tap_stream_id"] for s in json.loads(run.stdout)["streams"]})
+    assert set().union(*shards) == {m["stream_name"] for m in meters}
+    assert sum(len(shard) for shard in shards) == 12
+    assert all(shards)
+
+
+def test_shard_index_out_of_range_is_an_error(source, run_tap):
+    run = run_tap(file_config(source, shard_count=2, shard_index=2), None, "--discover")
+    assert run.returncode == 1
+    assert "shard_index" in run.stderr.splitlines()[-1]
