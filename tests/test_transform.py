@@ -323,6 +323,8 @@ def gappy_export(path: Path) -> list[dict]:
     # The source sends three readings of Oct 31 twice and one of them a third time.
     repeated = by_local_day[date(2023, 10, 31)][10:13]
     kept = kept + repeated + repeated[:1]
+    # One reading with another quality flag: kept, and listed by a warn-level test.
+    kept[0] = {**kept[0], "tags": {**kept[0]["tags"], "quality": "estimated"}}
     path.write_bytes(dump_export(kept))
     return kept
 
@@ -344,7 +346,8 @@ def test_gap_and_duplicates_give_the_right_completeness(layout, database, mirror
         },
     )
     # Only raw.meter_gap exists: the muid_1/muid_2 views are empty, the build still passes.
-    pipeline.meltano(*PIPELINE)
+    run = pipeline.meltano(*PIPELINE)
+    assert re.search(r"WARN 1 accepted_values_fct_readings_quality__measured", run.stdout + run.stderr)
 
     moments = Counter(datetime.fromisoformat(r["timestamp"]) for r in sent)
     first, last = local_day(min(moments)), local_day(max(moments))
@@ -377,3 +380,7 @@ def test_gap_and_duplicates_give_the_right_completeness(layout, database, mirror
     )
     assert pipeline.scalar("select count(*) from marts.muid_1_transforms") == 0
     assert pipeline.scalar("select count(*) from marts.fct_readings") == len(moments)
+    assert pipeline.query("select quality, count(*) from marts.fct_readings group by 1 order by 1") == [
+        ("estimated", 1),
+        ("measured", len(moments) - 1),
+    ]
