@@ -202,32 +202,95 @@ class ExnatonStream(RESTStream[t.Any]):
     def response_error_message(self, response: requests.Response) -> str:
         kind = "client" if response.status_code < HTTPStatus.INTERNAL_SERVER_ERROR else "server"
         snippet = response.text[:120].replace("\n", " ")
-        return (
-            f"{self.name}: GET {self._redacted(response.url)} failed with HTTP {response.status_code} "
+        return self._redacted(
+            f"{self.name}: GET {response.url} failed with HTTP {response.status_code} "
             f"{response.reason} ({kind} error): {snippet!r}"
         )
 
+    def request_decorator(self, func: t.Callable) -> t.Callable:
+        """The SDK's retrying decorator, around a call that remembers which URL is in flight.
+
+        A body cut off mid-read (``ChunkedEncodingError``) carries no request, and the error message must
+        still name the URL.
+        """
+
+        def remember_url(prepared_request: requests.PreparedRequest, context: t.Any) -> requests.Response:
+            self._progress.attempt(prepared_request)
+            self._url_in_flight = prepared_request.url
+            return func(prepared_request, context)
+
+        return super().request_decorator(remember_url)
+
+    def backoff_handler(self, details: t.Mapping[str, t.Any]) -> None:
+        """One line per retry: stream, URL, what went wrong, which retry and how long the wait is."""
+        self.logger.warning(
+            "%s: GET %s failed (%s); retry %d of %d in %.2f s",
+            self.name,
+            self._redacted(self._url_in_flight),
+            self._redacted(_describe(details.get("exception"))),
+            details.get("tries", 0),
+            self.backoff_max_tries() - 1,
+            details.get("wait") or 0.0,
+        )
+
     def request_records(self, context: t.Any) -> t.Iterable[dict]:
-        started = time.monotonic()
+        self._progress = Progress(started=time.monotonic())
+        self._url_in_flight = self.url_base
         try:
-            yield from super().request_records(context)
-        except ExnatonSourceError:
-            raise
-        except (FatalAPIError, RetriableAPIError) as exc:
+            for record in super().request_records(context):
+                self._progress.readings += 1
+                yield record
+        except ExnatonSourceError as exc:
+            raise ExnatonSourceError(self._redacted(str(exc))) from exc
+        except (FatalAPIError, RetriableAPIError, requests.RequestException) as exc:
             raise ExnatonSourceError(self._give_up_message(exc)) from exc
-        except requests.RequestException as exc:
-            url = exc.request.url if exc.request is not None else self.url_base
-            msg = f"{self.name}: GET {self._redacted(url)} failed after retries: {type(exc).__name__}: {exc}"
-            raise ExnatonSourceError(msg) from exc
-        self.logger.info("%s: requests done in %.1f s", self.name, time.monotonic() - started)
+        self.logger.info("%s: %s", self.name, self._progress.summary())
 
     def _give_up_message(self, exc: Exception) -> str:
-        text = str(exc)
-        if text.startswith(f"{self.name}:"):
-            return text
-        return f"{self.name}: {text}"
+        """``<stream>: GET <url> <what failed>``, and how many attempts were made when there were several."""
+        text = str(exc) if isinstance(exc, FatalAPIError | RetriableAPIError) else _describe(exc)
+        if not text.startswith(f"{self.name}: GET "):
+            text = f"{self.name}: GET {self._url_in_flight} failed: {text}"
+        if self._progress.tries_of_request > 1:
+            text = f"{text} (gave up after {self._progress.tries_of_request} attempts)"
+        return self._redacted(text)
 
-    def _redacted(self, url: str | None) -> str:
+    def _redacted(self, text: str | None) -> str:
+        """``text`` without the API key, which must never reach a log (a server may echo it back)."""
         api_key = self.config.get("api_key")
-        url = url or ""
-        return url.replace(api_key, "***") if api_key else url
+        text = text or ""
+        return text.replace(api_key, "***") if api_key else text
+
+
+@dataclass
+class Progress:
+    """What one stream's requests did, for the log line at its end."""
+
+    started: float
+    pages: int = 0
+    retries: int = 0
+    readings: int = 0
+    tries_of_request: int = 0
+    _request: object = None
+
+    def attempt(self, prepared_request: object) -> None:
+        # The retrying decorator calls again with the very same prepared request.
+        if prepared_request is self._request:
+            self.tries_of_request += 1
+            self.retries += 1
+        else:
+            self._request, self.tries_of_request = prepared_request, 1
+            self.pages += 1
+
+    def summary(self) -> str:
+        return (
+            f"{self.readings} readings from {self.pages} page(s) in {time.monotonic() - self.started:.1f} s"
+            f" ({self.retries} retries)"
+        )
+
+
+def _describe(exc: BaseException | None) -> str:
+    """``ExceptionType: message`` on one line."""
+    if exc is None:
+        return "unknown error"
+    return f"{type(exc).__name__}: {exc}".replace("\n", " ")
