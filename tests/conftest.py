@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline import REAL_METERS, SHARED_DATA, Pipeline, create_database, drop_database
+from tests.faulty_source import FaultySource
+from tests.pipeline import PROJECT_ROOT, REAL_METERS, SHARED_DATA, Pipeline, create_database, drop_database
 from tools.mirror import Mirror
 from tools.synthetic import Meter, day_start, meters_setting, write_exports
 
@@ -51,6 +52,47 @@ def pipeline(database, mirror_of, tmp_path):
     )
     mirror = mirror_of(source)
     return Pipeline(pg=database, workdir=tmp_path, base_url=mirror.base_url, settings=_meter_settings())
+
+
+# Retries that keep fault tests quick: 3 retries, a first wait of 50 ms, 1 s per request.
+FAST_RETRIES = {
+    "TAP_EXNATON_MAX_RETRIES": "3",
+    "TAP_EXNATON_RETRY_BACKOFF_FACTOR": "0.05",
+    "TAP_EXNATON_REQUEST_TIMEOUT": "1",
+}
+
+
+@pytest.fixture
+def faulty_source(tmp_path):
+    """A misbehaving-on-demand source (tests/faulty_source.py) over the same exports as ``pipeline``."""
+    source = write_exports(
+        tmp_path / "source", FIXTURE_METERS, day_start("2023-03-25"), day_start("2023-03-28")
+    )
+    with FaultySource(source) as server:
+        yield server
+
+
+@pytest.fixture
+def faulty_pipeline(database, faulty_source, tmp_path):
+    """``pipeline``, but reading from ``faulty_source``, with fast retries and a private Meltano run dir."""
+    settings = {**_meter_settings(), **FAST_RETRIES, **private_meltano_dirs(tmp_path)}
+    return Pipeline(pg=database, workdir=tmp_path, base_url=faulty_source.base_url, settings=settings)
+
+
+def private_meltano_dirs(workdir: Path) -> dict[str, str]:
+    """A Meltano system dir of the test's own, sharing the installed plugins of the project's ``.meltano``.
+
+    Meltano writes every run's catalog and incoming state to the same files (``.meltano/run/<plugin>/
+    tap.properties.json``, ``state.json``), so two pipelines running at once in one project can read each
+    other's state or a half-written catalog. A test pipeline gets its own ``run/`` this way.
+    """
+    sys_dir = workdir / "meltano-sys"
+    sys_dir.mkdir(exist_ok=True)
+    for kind in ("extractors", "loaders", "utilities", "mappers", "orchestrators", "transformers"):
+        installed = PROJECT_ROOT / ".meltano" / kind
+        if installed.is_dir() and not (sys_dir / kind).exists():
+            (sys_dir / kind).symlink_to(installed, target_is_directory=True)
+    return {"MELTANO_SYS_DIR_ROOT": str(sys_dir)}
 
 
 def _meter_settings() -> dict[str, str]:
