@@ -47,6 +47,7 @@ class Reply:
     delay: float = 0.0  # seconds to wait before answering
     edit: BodyEdit | None = None  # rewrites the good body
     reset_after: float | None = None  # send this fraction of the body, then reset the connection
+    echo_headers: bool = False  # the body shows the request's headers, as some error pages do
 
 
 GOOD = Reply()
@@ -60,6 +61,11 @@ def status(code: int, *, retry_after: str | None = None, body: bytes | None = No
         body=body if body is not None else json.dumps({"message": f"scripted {code}"}).encode(),
         headers=headers,
     )
+
+
+def echoing_error(code: int) -> Reply:
+    """An error page that shows the request's headers back (and with them any credentials)."""
+    return Reply(name=f"status {code} echoing headers", status=code, body=b"", echo_headers=True)
 
 
 def slow(seconds: float, then: Reply = GOOD) -> Reply:
@@ -126,6 +132,7 @@ class Seen:
     path: str
     at: float  # time.monotonic() on arrival
     reply: str
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -150,11 +157,11 @@ class SourceState:
     seen: list[Seen] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def reply_for(self, path: str) -> Reply:
+    def reply_for(self, path: str, headers: dict[str, str]) -> Reply:
         with self.lock:
             script = next((s for s in self.scripts if s.match in path), None)
             reply = script.next_reply() if script else GOOD
-            self.seen.append(Seen(path, time.monotonic(), reply.name))
+            self.seen.append(Seen(path, time.monotonic(), reply.name, headers))
             return reply
 
 
@@ -168,8 +175,13 @@ class FaultyHandler(MirrorHandler):
         return self.state.data
 
     def do_GET(self) -> None:
-        self.reply = self.state.reply_for(self.path)
+        self.reply = self.state.reply_for(self.path, dict(self.headers.items()))
         time.sleep(self.state.delay + self.reply.delay)
+        if self.reply.echo_headers:
+            # Newest headers first: the credentials a client adds come after its defaults.
+            echoed = {"request_headers": dict(reversed(self.headers.items()))}
+            self._write(self.reply.status or 200, json.dumps(echoed).encode(), None)
+            return
         if self.reply.body is not None:
             self._write(self.reply.status or 200, self.reply.body, self.reply.content_type)
             return
