@@ -1,0 +1,67 @@
+"""A small psycopg 3 connection pool with a short connect timeout and a statement timeout per session."""
+
+from __future__ import annotations
+
+import contextlib
+import typing as t
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from api.config import Settings
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached or did not answer in time: the API answers 503."""
+
+
+class Database:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        options = f"-c statement_timeout={settings.statement_timeout_ms} -c default_transaction_read_only=on"
+        self.pool = ConnectionPool(
+            settings.conninfo,
+            kwargs={
+                "connect_timeout": settings.connect_timeout_s,
+                "options": options,
+                "row_factory": dict_row,
+            },
+            min_size=1,
+            max_size=settings.pool_size,
+            timeout=settings.connect_timeout_s,
+            # A broken connection (server restarted) is noticed on checkout and replaced: no restart needed.
+            check=ConnectionPool.check_connection,
+            open=False,
+        )
+        self._opened = False
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        if not self._opened:
+            self.pool.open(wait=False)
+            self._opened = True
+        try:
+            with self.pool.connection() as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise DatabaseUnavailable("the database is not reachable") from exc
+        except psycopg.errors.QueryCanceled as exc:
+            raise DatabaseUnavailable("the query took longer than the API allows") from exc
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable("the database connection failed") from exc
+
+    def fetch_all(self, query: str, params: dict | None = None) -> list[dict]:
+        with self.connection() as conn:
+            return conn.execute(query, params).fetchall()
+
+    def fetch_one(self, query: str, params: dict | None = None) -> dict | None:
+        with self.connection() as conn:
+            return conn.execute(query, params).fetchone()
+
+    def close(self) -> None:
+        if self._opened:
+            self.pool.close()

@@ -1,0 +1,188 @@
+"""All SQL of the API: read-only queries over the dbt marts, parameters only."""
+
+from __future__ import annotations
+
+import re
+import typing as t
+
+if t.TYPE_CHECKING:
+    from datetime import datetime
+
+    from api.db import Database
+
+# date_trunc units of the energy intervals; 15min keeps each reading as its own bucket.
+INTERVAL_UNITS = {"15min": None, "hour": "hour", "day": "day", "week": "week", "month": "month"}
+# Calendar intervals are added in local time (a local day can be 23 or 25 hours long); the others are
+# fixed lengths.
+CALENDAR_INTERVALS = {"day", "week", "month"}
+SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+class Queries:
+    def __init__(self, db: Database, marts_schema: str) -> None:
+        if not SCHEMA_NAME.match(marts_schema):
+            msg = f"API_MARTS_SCHEMA {marts_schema!r} is not a plain schema name"
+            raise ValueError(msg)
+        self.db = db
+        self.marts = marts_schema
+
+    def _sql(self, template: str) -> str:
+        return template.replace("{marts}", self.marts)
+
+    def last_loaded_at(self) -> datetime | None:
+        row = self.db.fetch_one(self._sql("select max(last_loaded_at) as loaded_at from {marts}.dim_meters"))
+        return row["loaded_at"] if row else None
+
+    def meter_channels(self, muid: str | None = None) -> list[dict]:
+        """dim_meters rows (one per meter and OBIS code), of one meter or of all."""
+        return self.db.fetch_all(
+            self._sql(
+                """
+                select muid, stream_name, obis_code, direction, first_reading_at, last_reading_at,
+                       reading_count, last_loaded_at
+                from {marts}.dim_meters
+                where %(muid)s::text is null or muid = %(muid)s
+                order by stream_name, muid, obis_code
+                """
+            ),
+            {"muid": muid},
+        )
+
+    def readings_count(self, muid: str, start: datetime, end: datetime, obis: str | None) -> int:
+        row = self.db.fetch_one(
+            self._sql(
+                """
+                select count(*) as n from {marts}.fct_readings
+                where muid = %(muid)s and reading_at >= %(start)s and reading_at < %(end)s
+                  and (%(obis)s::text is null or obis_code = %(obis)s)
+                """
+            ),
+            {"muid": muid, "start": start, "end": end, "obis": obis},
+        )
+        return int(row["n"]) if row else 0
+
+    def readings_page(
+        self, muid: str, start: datetime, end: datetime, obis: str | None, offset: int, limit: int
+    ) -> list[dict]:
+        return self.db.fetch_all(
+            self._sql(
+                """
+                select obis_code, reading_at, energy_kwh, quality
+                from {marts}.fct_readings
+                where muid = %(muid)s and reading_at >= %(start)s and reading_at < %(end)s
+                  and (%(obis)s::text is null or obis_code = %(obis)s)
+                order by reading_at, obis_code
+                offset %(offset)s limit %(limit)s
+                """
+            ),
+            {"muid": muid, "start": start, "end": end, "obis": obis, "offset": offset, "limit": limit},
+        )
+
+    def energy_buckets(
+        self, muid: str, interval: str, start: datetime, end: datetime, tz: str, obis_codes: list[str]
+    ) -> list[dict]:
+        """Every bucket of [start, end) per OBIS code, empty ones included, with sums and completeness."""
+        unit = INTERVAL_UNITS[interval]
+        step = "15 minutes" if unit is None else f"1 {unit}"
+        calendar = interval in CALENDAR_INTERVALS
+        return self.db.fetch_all(
+            self._sql(
+                f"""
+                with bounds as (
+                    select {self._bucket_of("%(start)s::timestamptz", unit)} as first_start
+                ),
+                buckets as (
+                    select bucket_start,
+                           {self._add_step("bucket_start", step, calendar)} as bucket_end
+                    from bounds,
+                         lateral (
+                            select {self._series(step, calendar)} as bucket_start
+                         ) as series
+                    where bucket_start < %(end)s
+                ),
+                sums as (
+                    select obis_code,
+                           {self._bucket_of("reading_at", unit)} as bucket_start,
+                           sum(energy_kwh) as energy_kwh,
+                           count(*) as reading_count
+                    from {{marts}}.fct_readings
+                    where muid = %(muid)s and reading_at >= %(start)s and reading_at < %(end)s
+                      and obis_code = any(%(obis_codes)s)
+                    group by 1, 2
+                )
+                select codes.obis_code, buckets.bucket_start, buckets.bucket_end,
+                       coalesce(sums.energy_kwh, 0) as energy_kwh,
+                       coalesce(sums.reading_count, 0) as reading_count,
+                       (extract(epoch from buckets.bucket_end - buckets.bucket_start) / 900)::int
+                           as expected_intervals
+                from buckets
+                cross join unnest(%(obis_codes)s::text[]) as codes(obis_code)
+                left join sums on sums.obis_code = codes.obis_code and sums.bucket_start = buckets.bucket_start
+                order by buckets.bucket_start, codes.obis_code
+                """
+            ),
+            {"muid": muid, "start": start, "end": end, "tz": tz, "obis_codes": obis_codes},
+        )
+
+    @staticmethod
+    def _bucket_of(instant: str, unit: str | None) -> str:
+        if unit is None:
+            return f"date_bin('15 minutes', {instant}, timestamptz '2000-01-01 00:00+00')"
+        return f"date_trunc('{unit}', {instant}, %(tz)s)"
+
+    @staticmethod
+    def _add_step(instant: str, step: str, calendar: bool) -> str:
+        if calendar:
+            return f"(({instant} at time zone %(tz)s) + interval '{step}') at time zone %(tz)s"
+        return f"{instant} + interval '{step}'"
+
+    @staticmethod
+    def _series(step: str, calendar: bool) -> str:
+        if calendar:
+            # Step in local wall time, then back to instants: DST days keep their 23 or 25 hours.
+            return (
+                "generate_series(first_start at time zone %(tz)s, %(end)s::timestamptz at time zone %(tz)s, "
+                f"interval '{step}') at time zone %(tz)s"
+            )
+        return f"generate_series(first_start, %(end)s::timestamptz, interval '{step}')"
+
+    def daily_completeness(self, muid: str, start: datetime, end: datetime, tz: str) -> list[dict]:
+        """Per local day of [start, end): expected, received and missing 15-minute intervals per OBIS code."""
+        return self.energy_buckets(muid, "day", start, end, tz, self.obis_codes(muid))
+
+    def obis_codes(self, muid: str) -> list[str]:
+        rows = self.db.fetch_all(
+            self._sql("select obis_code from {marts}.dim_meters where muid = %(muid)s order by obis_code"),
+            {"muid": muid},
+        )
+        return [row["obis_code"] for row in rows]
+
+    def measurement_readings(
+        self, muid: str, measurement: str, start: datetime, stop: datetime, limit: int
+    ) -> list[dict]:
+        """Readings of the newest ``limit`` timestamps in [start, stop), newest first (the upstream's order)."""
+        return self.db.fetch_all(
+            self._sql(
+                """
+                with stamps as (
+                    select distinct reading_at from {marts}.fct_readings
+                    where muid = %(muid)s and measurement = %(measurement)s
+                      and reading_at >= %(start)s and reading_at < %(stop)s
+                    order by reading_at desc
+                    limit %(limit)s
+                )
+                select r.reading_at, r.obis_code, r.energy_kwh, r.quality, r.measurement
+                from {marts}.fct_readings r
+                join stamps using (reading_at)
+                where r.muid = %(muid)s and r.measurement = %(measurement)s
+                order by r.reading_at desc, r.obis_code
+                """
+            ),
+            {"muid": muid, "measurement": measurement, "start": start, "stop": stop, "limit": limit},
+        )
+
+    def timezone_exists(self, tz: str) -> bool:
+        row = self.db.fetch_one(
+            "select exists(select 1 from pg_timezone_names where name = %(tz)s) as ok", {"tz": tz}
+        )
+        return bool(row and row["ok"])

@@ -1,0 +1,217 @@
+"""Meters, their 15-minute readings, energy per time bucket and daily completeness."""
+
+from __future__ import annotations
+
+import math
+import os
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from flask_smorest import Blueprint, abort
+
+from api.queries import CALENDAR_INTERVALS
+from api.responses import csv_response, number, queries, settings, wants_csv
+from api.schemas import (
+    ApiErrorSchema,
+    CompletenessArgs,
+    CompletenessSchema,
+    EnergyArgs,
+    EnergySchema,
+    MeterSchema,
+    ReadingsArgs,
+    ReadingSchema,
+    resolve_moment,
+)
+
+blp = Blueprint("meters", __name__, url_prefix="/api/v1/meters", description="Meters and their energy data")
+# Read at import: flask-smorest documents the cap in the OpenAPI spec.
+MAX_PAGE_SIZE = int(os.environ.get("API_MAX_PAGE_SIZE", 5000))
+BUCKET_LENGTH = {
+    "15min": timedelta(minutes=15),
+    "hour": timedelta(hours=1),
+    "day": timedelta(days=1),
+    "week": timedelta(weeks=1),
+    "month": timedelta(days=28),
+}
+
+
+def meter_or_404(muid: str) -> dict:
+    channels = queries().meter_channels(muid)
+    if not channels:
+        abort(404, message=f"Unknown meter (muid) {muid!r}.")
+    return summarize(channels)[0]
+
+
+def summarize(channels: list[dict]) -> list[dict]:
+    """dim_meters has a row per meter and OBIS code; the API shows a meter with its channels."""
+    meters: dict[str, dict] = {}
+    for row in channels:
+        meter = meters.setdefault(
+            row["muid"],
+            {"muid": row["muid"], "stream_name": row["stream_name"], "channels": [], "reading_count": 0},
+        )
+        meter["channels"].append(row)
+        meter["reading_count"] += row["reading_count"] or 0
+    for meter in meters.values():
+        firsts = [c["first_reading_at"] for c in meter["channels"] if c["first_reading_at"]]
+        lasts = [c["last_reading_at"] for c in meter["channels"] if c["last_reading_at"]]
+        loads = [c["last_loaded_at"] for c in meter["channels"] if c["last_loaded_at"]]
+        meter["first_reading_at"] = min(firsts, default=None)
+        meter["last_reading_at"] = max(lasts, default=None)
+        meter["last_loaded_at"] = max(loads, default=None)
+    return list(meters.values())
+
+
+def data_range(meter: dict, args: dict, tz: str) -> tuple[datetime, datetime]:
+    """[start, end) of the request; missing bounds default to the meter's own first and last reading."""
+    start = resolve_moment(args.get("start"), tz) or meter["first_reading_at"]
+    end = resolve_moment(args.get("end"), tz) or (
+        meter["last_reading_at"] + timedelta(minutes=15) if meter["last_reading_at"] else None
+    )
+    if start is None or end is None:
+        abort(404, message=f"Meter {meter['muid']!r} has no readings yet.")
+    if start >= end:
+        abort(
+            422, message="'start' must be before 'end'.", errors={"query": {"end": ["must be after start"]}}
+        )
+    return start, end
+
+
+@blp.route("")
+@blp.response(200, MeterSchema(many=True))
+def list_meters():
+    """All meters, each with its OBIS channels (import/export) and data range."""
+    return summarize(queries().meter_channels())
+
+
+@blp.route("/<string:muid>")
+@blp.response(200, MeterSchema)
+@blp.alt_response(404, schema=ApiErrorSchema, description="Unknown meter")
+def get_meter(muid):
+    """One meter."""
+    return meter_or_404(muid)
+
+
+@blp.route("/<string:muid>/readings")
+@blp.arguments(ReadingsArgs, location="query", as_kwargs=False)
+@blp.response(200, ReadingSchema(many=True), description="Readings in ascending time; CSV on request")
+@blp.alt_response(404, schema=ApiErrorSchema, description="Unknown meter, or a page beyond the last one")
+@blp.paginate(page_size=500, max_page_size=MAX_PAGE_SIZE)
+def get_readings(args, muid, pagination_parameters):
+    """15-minute readings of a meter in [start, end), ascending, paginated (X-Pagination header).
+
+    Bounds are ISO 8601; a date or a date-time without offset is UTC. `page_size` is capped by the
+    server (`API_MAX_PAGE_SIZE`).
+    """
+    meter = meter_or_404(muid)
+    start, end = data_range(meter, args, "UTC")
+    page, page_size = pagination_parameters.page, pagination_parameters.page_size
+    total = queries().readings_count(muid, start, end, args.get("obis"))
+    pagination_parameters.item_count = total
+    last_page = max(1, math.ceil(total / page_size))
+    if page > last_page:
+        abort(
+            404,
+            message=f"Page {page} is beyond the last page ({last_page}).",
+            errors={"query": {"page": ["beyond the last page"]}},
+        )
+    rows = queries().readings_page(muid, start, end, args.get("obis"), (page - 1) * page_size, page_size)
+    for row in rows:
+        row["energy_kwh"] = number(row["energy_kwh"])
+    if wants_csv(args):
+        return csv_response(rows, ["obis_code", "reading_at", "energy_kwh", "quality"], f"{muid}-readings")
+    return rows
+
+
+@blp.route("/<string:muid>/energy")
+@blp.arguments(EnergyArgs, location="query", as_kwargs=False)
+@blp.response(200, EnergySchema, description="Energy per bucket; CSV on request")
+@blp.alt_response(404, schema=ApiErrorSchema, description="Unknown meter")
+def get_energy(args, muid):
+    """Energy per time bucket (15min, hour, day, week, month) in an IANA time zone, DST-correct.
+
+    Every bucket of [start, end) is listed, empty ones too, with the number of readings, the number of
+    15-minute intervals the bucket has (92 on a spring-forward day in Europe/Zurich) and completeness.
+    Weeks start on Monday. Bounds without offset are local to `tz`.
+    """
+    meter = meter_or_404(muid)
+    tz = args.get("tz") or settings().default_timezone
+    start, end = data_range(meter, args, tz)
+    interval = args["interval"]
+    obis_codes = [args["obis"].upper()] if args.get("obis") else [c["obis_code"] for c in meter["channels"]]
+    expected_buckets = (end - start) / BUCKET_LENGTH[interval] * len(obis_codes)
+    if expected_buckets > settings().max_buckets:
+        abort(
+            422,
+            message=f"{int(expected_buckets)} buckets asked, at most {settings().max_buckets}: "
+            "narrow the range or choose a longer interval.",
+            errors={"query": {"interval": ["too many buckets for this range"]}},
+        )
+    rows = queries().energy_buckets(muid, interval, start, end, tz, obis_codes)
+    buckets = [bucket_view(row, tz) for row in rows]
+    if wants_csv(args):
+        columns = [
+            "obis_code",
+            "start",
+            "end",
+            "energy_kwh",
+            "reading_count",
+            "expected_intervals",
+            "completeness_pct",
+        ]
+        return csv_response(buckets, columns, f"{muid}-energy-{interval}")
+    zone = ZoneInfo(tz)
+    return {
+        "muid": muid,
+        "interval": interval,
+        "tz": tz,
+        "start": start.astimezone(zone).isoformat(),
+        "end": end.astimezone(zone).isoformat(),
+        "unit": "kWh",
+        "buckets": buckets,
+    }
+
+
+def bucket_view(row: dict, tz: str) -> dict:
+    zone = ZoneInfo(tz)
+    expected = row["expected_intervals"] or 0
+    return {
+        "obis_code": row["obis_code"],
+        "start": row["bucket_start"].astimezone(zone).isoformat(),
+        "end": row["bucket_end"].astimezone(zone).isoformat(),
+        "energy_kwh": number(row["energy_kwh"]),
+        "reading_count": row["reading_count"],
+        "expected_intervals": expected,
+        "completeness_pct": round(100.0 * row["reading_count"] / expected, 2) if expected else None,
+    }
+
+
+@blp.route("/<string:muid>/completeness")
+@blp.arguments(CompletenessArgs, location="query", as_kwargs=False)
+@blp.response(200, CompletenessSchema)
+@blp.alt_response(404, schema=ApiErrorSchema, description="Unknown meter")
+def get_completeness(args, muid):
+    """Per local day and OBIS code: expected 15-minute intervals (96, 92 or 100), received, missing, %."""
+    meter = meter_or_404(muid)
+    tz = args.get("tz") or settings().default_timezone
+    start, end = data_range(meter, args, tz)
+    if (end - start) / timedelta(days=1) * len(meter["channels"]) > settings().max_buckets:
+        abort(422, message="The range has too many days.", errors={"query": {"start": ["range too long"]}})
+    rows = queries().daily_completeness(muid, start, end, tz)
+    days = [
+        {
+            "obis_code": row["obis_code"],
+            "day": row["bucket_start"].astimezone(ZoneInfo(tz)).date().isoformat(),
+            "expected_intervals": row["expected_intervals"],
+            "received_intervals": row["reading_count"],
+            "missing_intervals": max(0, row["expected_intervals"] - row["reading_count"]),
+            "completeness_pct": round(100.0 * row["reading_count"] / row["expected_intervals"], 2),
+        }
+        for row in rows
+    ]
+    if wants_csv(args):
+        return csv_response(days, list(days[0]) if days else ["day"], f"{muid}-completeness")
+    return {"muid": muid, "tz": tz, "days": days}
+
+
+assert set(BUCKET_LENGTH) >= CALENDAR_INTERVALS

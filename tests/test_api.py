@@ -1,0 +1,368 @@
+"""The REST API over marts loaded by the real pipeline (session fixture `warehouse`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from openapi_spec_validator import validate
+from psycopg.conninfo import make_conninfo
+
+from api import create_app
+from tests.conftest import DST_METER, FIXTURE_METERS
+from tests.pipeline import REAL_METERS, SHARED_DATA
+
+MUID_1, MUID_2 = REAL_METERS["muid_1"], REAL_METERS["muid_2"]
+ZURICH = ZoneInfo("Europe/Zurich")
+
+
+def conninfo_of(pg: dict) -> str:
+    keys = {
+        "PGHOST": "host",
+        "PGPORT": "port",
+        "PGUSER": "user",
+        "PGPASSWORD": "password",
+        "PGDATABASE": "dbname",
+    }
+    return make_conninfo(**{keys[k]: v for k, v in pg.items() if k in keys})
+
+
+@pytest.fixture(scope="module")
+def app(warehouse):
+    return create_app({"conninfo": conninfo_of(warehouse.pg)})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def dst_muid(warehouse) -> str:
+    """A meter with readings across 2023-03-26, the spring-forward day in Europe/Zurich."""
+    return DST_METER.muid if SHARED_DATA.is_dir() else FIXTURE_METERS[0].muid
+
+
+def assert_error(response, status: int, parameter: str | None = None):
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["code"] == status and body["status"] and body["message"]
+    if parameter:
+        assert parameter in body["message"]
+        assert parameter in json.dumps(body.get("errors", {}))
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+# --- meters -----------------------------------------------------------------------------------------
+
+
+def test_meters_lists_every_meter_with_its_channels(client, warehouse):
+    response = client.get("/api/v1/meters")
+    assert response.status_code == 200
+    meters = {m["muid"]: m for m in response.get_json()}
+    expected = {meter.muid for meter in warehouse.meters}
+    assert set(meters) == expected
+    meter = meters[MUID_1]
+    assert meter["stream_name"] == "muid_1"
+    assert [(c["obis_code"], c["direction"]) for c in meter["channels"]] == [("0100011D00FF", "import")]
+    assert meter["reading_count"] == warehouse.scalar(
+        "select count(*) from marts.fct_readings where muid = %s", [MUID_1]
+    )
+    assert meters[MUID_2]["channels"][0]["direction"] == "export"
+
+
+def test_one_meter_and_unknown_meter(client):
+    assert client.get(f"/api/v1/meters/{MUID_2}").get_json()["stream_name"] == "muid_2"
+    assert_error(client.get("/api/v1/meters/does-not-exist"), 404)
+    assert_error(client.get("/api/v1/meters/does-not-exist/readings"), 404)
+
+
+def test_data_responses_carry_the_last_load_time(client, warehouse):
+    response = client.get("/api/v1/meters")
+    loaded = warehouse.scalar("select max(last_loaded_at) from marts.dim_meters")
+    assert datetime.fromisoformat(response.headers["X-Data-Loaded-At"]) == loaded
+
+
+# --- readings ---------------------------------------------------------------------------------------
+
+
+def test_readings_are_ascending_half_open_and_exact(client, warehouse):
+    response = client.get(f"/api/v1/meters/{MUID_1}/readings?start=2023-02-01&end=2023-02-02&page_size=1000")
+    assert response.status_code == 200
+    rows = response.get_json()
+    expected = warehouse.query(
+        "select reading_at, energy_kwh::float8 from marts.fct_readings where muid = %s "
+        "and reading_at >= '2023-02-01Z' and reading_at < '2023-02-02Z' order by reading_at",
+        [MUID_1],
+    )
+    assert [(datetime.fromisoformat(r["reading_at"]), r["energy_kwh"]) for r in rows] == expected
+    assert len(rows) == 96 and rows[-1]["reading_at"] == "2023-02-01T23:45:00+00:00"
+
+
+def test_readings_pagination_headers_and_pages(client):
+    url = f"/api/v1/meters/{MUID_1}/readings?start=2023-02-01&end=2023-02-02&page_size=40"
+    first = client.get(url)
+    pagination = json.loads(first.headers["X-Pagination"])
+    assert pagination == {
+        "total": 96,
+        "total_pages": 3,
+        "first_page": 1,
+        "last_page": 3,
+        "page": 1,
+        "next_page": 2,
+    }
+    third = client.get(url + "&page=3").get_json()
+    assert len(third) == 16 and third[-1]["reading_at"].startswith("2023-02-01T23:45")
+    assert_error(client.get(url + "&page=4"), 404, "page")
+    assert_error(client.get(url.replace("page_size=40", "page_size=100000")), 422, "page_size")
+
+
+def test_readings_filter_by_obis(client):
+    rows = client.get(
+        f"/api/v1/meters/{MUID_1}/readings?start=2023-02-01&end=2023-02-02&obis=0100021D00FF"
+    ).get_json()
+    assert rows == []
+    assert_error(client.get(f"/api/v1/meters/{MUID_1}/readings?obis=not-obis"), 422, "obis")
+
+
+def test_readings_as_csv(client):
+    url = f"/api/v1/meters/{MUID_1}/readings?start=2023-02-01T00:00:00Z&end=2023-02-01T01:00:00Z"
+    for response in (client.get(url + "&format=csv"), client.get(url, headers={"Accept": "text/csv"})):
+        assert response.mimetype == "text/csv"
+        rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+        assert [r["reading_at"] for r in rows] == [f"2023-02-01T00:{m:02d}:00+00:00" for m in (0, 15, 30, 45)]
+    assert client.get(url).mimetype == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        ("start=yesterday", "start"),
+        ("start=2023-02-30", "start"),
+        ("end=1'; drop table marts.fct_readings; --", "end"),
+        ("start=2023-03-01&end=2023-02-01", "end"),
+        ("start=2023-02-01&end=2023-02-01", "end"),
+        ("start=1800-01-01", "start"),
+        ("start=99999-01-01", "start"),
+        ("format=xml", "format"),
+        ("page=0", "page"),
+        ("page=abc", "page"),
+    ],
+)
+def test_bad_readings_parameters_are_4xx_naming_the_parameter(client, query, parameter):
+    assert_error(client.get(f"/api/v1/meters/{MUID_1}/readings?{query}"), 422, parameter)
+
+
+# --- energy -----------------------------------------------------------------------------------------
+
+
+def test_daily_energy_equals_the_daily_mart(client, warehouse):
+    body = client.get(
+        f"/api/v1/meters/{MUID_1}/energy?interval=day&start=2023-02-01&end=2023-03-01"
+    ).get_json()
+    assert body["tz"] == "Europe/Zurich" and body["unit"] == "kWh"
+    days = {datetime.fromisoformat(b["start"]).date(): b for b in body["buckets"]}
+    assert len(days) == 28
+    mart = warehouse.query(
+        "select day, energy_kwh::float8, reading_count from marts.fct_energy_daily "
+        "where muid = %s and day >= '2023-02-01' and day < '2023-03-01' order by day",
+        [MUID_1],
+    )
+    assert [(d, pytest.approx(e, abs=1e-9), n) for d, e, n in mart] == [
+        (day, b["energy_kwh"], b["reading_count"]) for day, b in sorted(days.items())
+    ]
+
+
+def test_spring_forward_day_has_23_hourly_buckets(client, dst_muid):
+    url = f"/api/v1/meters/{dst_muid}/energy?interval=hour&start=2023-03-26&end=2023-03-27&tz=Europe/Zurich"
+    buckets = client.get(url).get_json()["buckets"]
+    assert len(buckets) == 23
+    assert [datetime.fromisoformat(b["start"]).hour for b in buckets] == [0, 1, *range(3, 24)]
+    assert all(b["reading_count"] == 4 for b in buckets)
+    day = client.get(url.replace("interval=hour", "interval=day")).get_json()["buckets"]
+    assert [(b["expected_intervals"], b["reading_count"], b["completeness_pct"]) for b in day] == [
+        (92, 92, 100.0)
+    ]
+
+
+def test_weeks_start_on_monday_and_months_follow_the_calendar(client):
+    weeks = client.get(
+        f"/api/v1/meters/{MUID_1}/energy?interval=week&start=2023-02-01&end=2023-03-01"
+    ).get_json()
+    starts = [datetime.fromisoformat(b["start"]) for b in weeks["buckets"]]
+    assert all(s.weekday() == 0 and s.hour == 0 for s in starts)
+    assert starts[0].date().isoformat() == "2023-01-30"
+    months = client.get(
+        f"/api/v1/meters/{MUID_1}/energy?interval=month&start=2023-02-01&end=2023-03-01"
+    ).get_json()
+    (february,) = months["buckets"]
+    assert february["expected_intervals"] == 28 * 96
+    total = sum(
+        b["energy_kwh"]
+        for b in client.get(
+            f"/api/v1/meters/{MUID_1}/energy?interval=15min&start=2023-02-01&end=2023-03-01"
+        ).get_json()["buckets"]
+    )
+    assert february["energy_kwh"] == pytest.approx(total, abs=1e-9)
+
+
+def test_energy_in_another_time_zone_and_csv(client):
+    url = f"/api/v1/meters/{MUID_1}/energy?interval=day&start=2023-02-02&end=2023-02-03&tz=America/New_York"
+    (bucket,) = client.get(url).get_json()["buckets"]
+    assert bucket["start"] == "2023-02-02T00:00:00-05:00" and bucket["reading_count"] == 96
+    rows = list(csv.DictReader(io.StringIO(client.get(url + "&format=csv").get_data(as_text=True))))
+    assert rows[0]["start"] == "2023-02-02T00:00:00-05:00"
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        ("interval=minute", "interval"),
+        ("tz=Mars/Olympus", "tz"),
+        ("tz=", "tz"),
+        ("interval=15min&start=1970-01-01&end=2099-12-31", "interval"),
+        ("start=2023-02-02&end=2023-02-01", "end"),
+    ],
+)
+def test_bad_energy_parameters_are_4xx(client, query, parameter):
+    assert_error(client.get(f"/api/v1/meters/{MUID_1}/energy?{query}"), 422, parameter)
+
+
+def test_completeness_per_local_day(client, dst_muid):
+    body = client.get(f"/api/v1/meters/{dst_muid}/completeness?start=2023-03-26&end=2023-03-27").get_json()
+    (day,) = body["days"]
+    assert day == {
+        "obis_code": day["obis_code"],
+        "day": "2023-03-26",
+        "expected_intervals": 92,
+        "received_intervals": 92,
+        "missing_intervals": 0,
+        "completeness_pct": 100.0,
+    }
+    first = client.get(f"/api/v1/meters/{MUID_1}/completeness?start=2023-02-01&end=2023-02-02").get_json()[
+        "days"
+    ][0]
+    # The data starts at 00:00 UTC, which is 01:00 in Zurich: the first local day misses 4 intervals.
+    assert (first["received_intervals"], first["missing_intervals"]) == (92, 4)
+
+
+# --- the upstream-compatible endpoint ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["", "/api/v1"])
+def test_measurement_endpoint_equals_the_real_source_files(client, real_files, prefix):
+    for muid in (MUID_1, MUID_2):
+        url = f"{prefix}/meterdata/measurement?muid={muid}&measurement=energy&limit=5000&start=2023-02-01&stop=2023-03-01"
+        response = client.get(url)
+        assert response.status_code == 200
+        assert response.get_json() == json.loads((real_files / f"{muid}.json").read_bytes())
+
+
+def test_measurement_endpoint_shape_limit_and_end_alias(client):
+    url = f"/meterdata/measurement?muid={MUID_2}&measurement=energy&start=2023-02-01&end=2023-03-01&limit=3"
+    data = client.get(url).get_json()["data"]
+    assert [r["timestamp"] for r in data] == [f"2023-02-28T23:{m}:00.000Z" for m in ("45", "30", "15")]
+    assert set(data[0]) == {"measurement", "timestamp", "tags", "0100021D00FF"}
+    assert data[0]["tags"] == {"muid": MUID_2, "quality": "measured"}
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        (f"muid={MUID_1}&start=2023-02-01", "stop"),
+        ("start=2023-02-01&stop=2023-03-01", "muid"),
+        (f"muid={MUID_1}&start=2023-02-01&stop=2023-03-01&limit=0", "limit"),
+        (f"muid={MUID_1}&start=2023-02-01&stop=2023-03-01&limit=99999999", "limit"),
+        (f"muid={MUID_1}&start=2023-03-01&stop=2023-02-01", "stop"),
+    ],
+)
+def test_bad_measurement_parameters(client, query, parameter):
+    assert_error(client.get(f"/meterdata/measurement?{query}"), 422, parameter)
+
+
+# --- health, docs, errors ---------------------------------------------------------------------------
+
+
+def test_health_and_ready(client, warehouse):
+    assert client.get("/health").get_json() == {"status": "ok"}
+    ready = client.get("/ready").get_json()
+    assert ready["status"] == "ready"
+    assert datetime.fromisoformat(ready["last_loaded_at"]) == warehouse.scalar(
+        "select max(last_loaded_at) from marts.dim_meters"
+    )
+
+
+def test_openapi_document_is_valid_and_complete(client):
+    spec = client.get("/openapi.json").get_json()
+    validate(spec)
+    paths = spec["paths"]
+    for path in (
+        "/api/v1/meters",
+        "/api/v1/meters/{muid}",
+        "/api/v1/meters/{muid}/readings",
+        "/api/v1/meters/{muid}/energy",
+        "/api/v1/meters/{muid}/completeness",
+        "/meterdata/measurement",
+        "/api/v1/meterdata/measurement",
+        "/health",
+        "/ready",
+    ):
+        operation = paths[path]["get"]
+        assert operation.get("summary") or operation.get("description"), path
+        assert "200" in operation["responses"], path
+    energy_parameters = {p["name"] for p in paths["/api/v1/meters/{muid}/energy"]["get"]["parameters"]}
+    assert {"interval", "start", "end", "tz", "obis", "format"} <= energy_parameters
+
+
+def test_swagger_ui_is_served_with_local_assets(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "cdn" not in html.lower()
+    for asset in ("swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js"):
+        assert f"/docs-assets/{asset}" in html
+        response = client.get(f"/docs-assets/{asset}")
+        assert response.status_code == 200 and len(response.data) > 10_000
+
+
+def test_unreachable_database_gives_503_json_quickly():
+    app = create_app(
+        {"conninfo": "host=127.0.0.1 port=9 dbname=nothing connect_timeout=1", "connect_timeout_s": 1}
+    )
+    client = app.test_client()
+    assert client.get("/health").status_code == 200
+    for url in ("/ready", f"/api/v1/meters/{MUID_1}", "/api/v1/meters"):
+        assert_error(client.get(url), 503)
+
+
+def test_cors_for_configured_origins(warehouse):
+    app = create_app({"conninfo": conninfo_of(warehouse.pg), "cors_origins": ["https://charts.example"]})
+    client = app.test_client()
+    allowed = client.get("/api/v1/meters", headers={"Origin": "https://charts.example"})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://charts.example"
+    other = client.get("/api/v1/meters", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_api_keys_protect_data_endpoints_only(warehouse):
+    app = create_app({"conninfo": conninfo_of(warehouse.pg), "api_keys": ["k-123", "k-456"]})
+    client = app.test_client()
+    assert_error(client.get("/api/v1/meters"), 401)
+    assert_error(client.get("/api/v1/meters", headers={"X-API-Key": "wrong"}), 401)
+    assert client.get("/api/v1/meters", headers={"X-API-Key": "k-456"}).status_code == 200
+    assert client.get("/api/v1/meters", headers={"Authorization": "Bearer k-123"}).status_code == 200
+    assert_error(client.get(f"/meterdata/measurement?muid={MUID_1}&start=2023-02-01&stop=2023-02-02"), 401)
+    for open_path in ("/health", "/docs", "/openapi.json"):
+        assert client.get(open_path).status_code == 200
+
+
+def test_zoned_bounds_are_read_in_the_requested_zone(client):
+    body = client.get(
+        f"/api/v1/meters/{MUID_1}/energy?interval=day&start=2023-02-10&end=2023-02-11&tz=Europe/Zurich"
+    ).get_json()
+    start = datetime.fromisoformat(body["start"])
+    assert start.utcoffset().total_seconds() == 3600 and start.astimezone(ZURICH).hour == 0
