@@ -73,7 +73,7 @@ BAD_ANSWERS = [
 
 
 @dataclass
-class Warehouse:
+class GoodLoad:
     """A pipeline with a good full load behind it, and a source that can grow by a day and misbehave."""
 
     pipeline: Pipeline
@@ -100,7 +100,7 @@ class Warehouse:
 
 
 @pytest.fixture(scope="module")
-def warehouse(tmp_path_factory):
+def good_load(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("faults-input")
     source_dir = write_exports(workdir / "source", FIXTURE_METERS, FIRST_DAY, FIRST_DAY + timedelta(days=3))
     database = create_database()
@@ -109,56 +109,56 @@ def warehouse(tmp_path_factory):
         with FaultySource(source_dir) as source:
             pipeline = Pipeline(pg=database, workdir=workdir, base_url=source.base_url, settings=settings)
             pipeline.meltano(*FULL_RUN)
-            yield Warehouse(pipeline, source, source_dir)
+            yield GoodLoad(pipeline, source, source_dir)
     finally:
         drop_database(database)
 
 
-def run_with_bad_second_meter(warehouse: Warehouse, answer: Reply):
+def run_with_bad_second_meter(good_load: GoodLoad, answer: Reply):
     """A new day for both meters; the second meter's answer is ``answer`` however often it is asked."""
-    warehouse.add_day()
-    warehouse.source.on(MUID_2, then=answer)
+    good_load.add_day()
+    good_load.source.on(MUID_2, then=answer)
     try:
-        return warehouse.pipeline.meltano(*FULL_RUN, check=False)
+        return good_load.pipeline.meltano(*FULL_RUN, check=False)
     finally:
-        warehouse.source.heal()
+        good_load.source.heal()
 
 
 @pytest.mark.parametrize(("answer", "complaint"), BAD_ANSWERS)
-def test_bad_answer_fails_loudly_and_leaves_the_marts_alone(warehouse, answer, complaint):
-    before = warehouse.snapshot()
+def test_bad_answer_fails_loudly_and_leaves_the_marts_alone(good_load, answer, complaint):
+    before = good_load.snapshot()
     assert not HAS_MARTS or before["marts"]["fct_readings"][0] > 0, "no marts to protect"
 
-    failed = run_with_bad_second_meter(warehouse, answer)
+    failed = run_with_bad_second_meter(good_load, answer)
 
     assert failed.returncode != 0, failed.stderr[-3000:]
     [message] = error_lines(failed.stderr)
-    assert message.startswith(f"muid_2: GET {warehouse.source.base_url}/{MUID_2}.json"), message
+    assert message.startswith(f"muid_2: GET {good_load.source.base_url}/{MUID_2}.json"), message
     assert complaint in message
     assert "Traceback" not in failed.stderr
     # The run stopped at the failing extract-load block: dbt never started, no mart changed.
     assert "dbt-postgres" not in failed.stderr
-    assert warehouse.snapshot() == before
+    assert good_load.snapshot() == before
     # The good stream is loaded in full and bookmarked; that is safe because marts only read it on
     # the next successful run.
-    pipeline = warehouse.pipeline
-    assert raw_readings(pipeline, "muid_1") == source_readings(warehouse.source_dir, MUID_1)
-    last_day = (FIRST_DAY + timedelta(days=warehouse.days, minutes=-15)).strftime("%Y-%m-%dT%H:%M:00.000Z")
+    pipeline = good_load.pipeline
+    assert raw_readings(pipeline, "muid_1") == source_readings(good_load.source_dir, MUID_1)
+    last_day = (FIRST_DAY + timedelta(days=good_load.days, minutes=-15)).strftime("%Y-%m-%dT%H:%M:00.000Z")
     assert bookmarks(pipeline)["muid_1"] == last_day
     if not HAS_MARTS:
         pytest.skip(NO_MARTS)
 
 
-def test_healthy_run_after_bad_answers_completes_raw_and_marts(warehouse):
-    failed = run_with_bad_second_meter(warehouse, edit_readings(non_numeric_value, "non-numeric value"))
+def test_healthy_run_after_bad_answers_completes_raw_and_marts(good_load):
+    failed = run_with_bad_second_meter(good_load, edit_readings(non_numeric_value, "non-numeric value"))
     assert failed.returncode != 0
 
-    warehouse.pipeline.meltano(*FULL_RUN)
+    good_load.pipeline.meltano(*FULL_RUN)
 
     for meter in FIXTURE_METERS:
-        expected = source_readings(warehouse.source_dir, meter.muid)
-        assert raw_readings(warehouse.pipeline, meter.stream_name) == expected
+        expected = source_readings(good_load.source_dir, meter.muid)
+        assert raw_readings(good_load.pipeline, meter.stream_name) == expected
         if HAS_MARTS:
-            assert mart_readings(warehouse.pipeline, meter.muid) == expected
+            assert mart_readings(good_load.pipeline, meter.muid) == expected
     if not HAS_MARTS:
         pytest.skip(NO_MARTS)
