@@ -7,6 +7,8 @@ advanced past what was loaded, and a re-run on a healthy source loads every read
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.conftest import FIXTURE_METERS
@@ -77,7 +79,10 @@ def test_read_timeouts_and_resets_mid_body_are_retried(faulty_pipeline, faulty_s
     [
         pytest.param(status(503), "failed with HTTP 503 Service Unavailable", id="503"),
         pytest.param(slow(TOO_SLOW), "failed: ReadTimeout: ", id="read timeout"),
-        pytest.param(reset_mid_body(), "failed: ChunkedEncodingError: ", id="reset mid-body"),
+        # Mid-body as a rule; on a busy machine the reset can beat the client to the headers.
+        pytest.param(
+            reset_mid_body(), "failed: (ChunkedEncodingError|ConnectionError): ", id="reset mid-body"
+        ),
     ],
 )
 def test_retries_exhausted_fail_loudly_and_keep_the_state_honest(
@@ -91,7 +96,8 @@ def test_retries_exhausted_fail_loudly_and_keep_the_state_honest(
     assert failed.returncode != 0
     url = f"{faulty_source.base_url}/{MUID_2}.json"
     [message] = error_lines(failed.stderr)
-    assert message.startswith(f"muid_2: GET {url} {cause}") and message.endswith("(gave up after 4 attempts)")
+    assert re.match(f"muid_2: GET {re.escape(url)} {cause}", message), message
+    assert message.endswith("(gave up after 4 attempts)")
     assert len(faulty_source.seen(MUID_2)) == 1 + 3
     state = bookmarks(faulty_pipeline)
     assert state == {"muid_1": "2023-03-27T23:45:00.000Z"}
