@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.faulty_source import FaultySource
-from tests.pipeline import PROJECT_ROOT, REAL_METERS, SHARED_DATA, Pipeline, create_database, drop_database
+from tests.pipeline import REAL_METERS, SHARED_DATA, Pipeline, create_database, drop_database
 from tools.mirror import Mirror
 from tools.synthetic import Meter, day_start, meters_setting, write_exports
 
@@ -74,29 +74,19 @@ def faulty_source(tmp_path):
 
 @pytest.fixture
 def faulty_pipeline(database, faulty_source, tmp_path):
-    """``pipeline``, but reading from ``faulty_source``, with fast retries and a private Meltano run dir."""
-    settings = {**_meter_settings(), **FAST_RETRIES, **private_meltano_dirs(tmp_path)}
+    """``pipeline``, but reading from ``faulty_source`` and with fast retries."""
+    settings = {**_meter_settings(), **FAST_RETRIES}
     return Pipeline(pg=database, workdir=tmp_path, base_url=faulty_source.base_url, settings=settings)
 
 
-def private_meltano_dirs(workdir: Path) -> dict[str, str]:
-    """A Meltano system dir of the test's own, sharing the installed plugins of the project's ``.meltano``.
-
-    Meltano writes every run's catalog and incoming state to the same files (``.meltano/run/<plugin>/
-    tap.properties.json``, ``state.json``), so two pipelines running at once in one project can read each
-    other's state or a half-written catalog. A test pipeline gets its own ``run/`` this way.
-    """
-    sys_dir = workdir / "meltano-sys"
-    sys_dir.mkdir(exist_ok=True)
-    for kind in ("extractors", "loaders", "utilities", "mappers", "orchestrators", "transformers"):
-        installed = PROJECT_ROOT / ".meltano" / kind
-        if installed.is_dir() and not (sys_dir / kind).exists():
-            (sys_dir / kind).symlink_to(installed, target_is_directory=True)
-    return {"MELTANO_SYS_DIR_ROOT": str(sys_dir)}
-
-
 def _meter_settings() -> dict[str, str]:
-    return {"TAP_EXNATON_METERS": meters_setting(FIXTURE_METERS), "TAP_EXNATON_START_DATE": "2023-01-01"}
+    # One raw row per reading, so that EL and fault tests can check raw reading by reading; the warehouse
+    # keeps the project's default (meter_day) layout.
+    return {
+        "TAP_EXNATON_METERS": meters_setting(FIXTURE_METERS),
+        "TAP_EXNATON_START_DATE": "2023-01-01",
+        "TAP_EXNATON_RECORD_LAYOUT": "reading",
+    }
 
 
 @pytest.fixture(scope="session")

@@ -53,6 +53,22 @@ def drop_database(env: dict[str, str]) -> None:
         )
 
 
+def private_meltano_dirs(workdir: Path) -> dict[str, str]:
+    """A Meltano system dir of the test's own, sharing the installed plugins of the project's ``.meltano``.
+
+    Meltano writes every run's catalog and incoming state to the same files (``.meltano/run/<plugin>/
+    tap.properties.json``, ``state.json``), so two pipelines running at once in one project can read each
+    other's state or a half-written catalog. A test pipeline gets its own ``run/`` this way.
+    """
+    sys_dir = workdir / "meltano-sys"
+    sys_dir.mkdir(exist_ok=True)
+    for kind in ("extractors", "loaders", "utilities", "mappers", "orchestrators", "transformers"):
+        installed = PROJECT_ROOT / ".meltano" / kind
+        if installed.is_dir() and not (sys_dir / kind).exists():
+            (sys_dir / kind).symlink_to(installed, target_is_directory=True)
+    return {"MELTANO_SYS_DIR_ROOT": str(sys_dir)}
+
+
 @dataclass
 class Pipeline:
     """One isolated pipeline: its own database, Meltano system database (state) and dbt target folder."""
@@ -72,6 +88,7 @@ class Pipeline:
                 "TAP_EXNATON_BASE_URL": self.base_url,
                 "DBT_TARGET_PATH": str(self.workdir / "dbt-target"),
                 "DBT_LOG_PATH": str(self.workdir / "dbt-logs"),
+                **private_meltano_dirs(self.workdir),
             }
         )
         env.update(self.settings)

@@ -22,9 +22,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import FAST_RETRIES, private_meltano_dirs
+from tests.conftest import FAST_RETRIES
 from tests.faulty_source import FaultySource, mart_readings, raw_readings, source_readings
-from tests.pipeline import MELTANO, PROJECT_ROOT, Pipeline, conninfo
+from tests.pipeline import MELTANO, PROJECT_ROOT, Pipeline, conninfo, private_meltano_dirs
 from tools.synthetic import day_start, meters_setting, synthetic_meters, write_exports
 
 pytestmark = pytest.mark.e2e
