@@ -287,6 +287,17 @@ def source_readings(directory: Path, muid: str) -> list[tuple[str, str, Decimal]
 
 
 def raw_readings(pipeline: Pipeline, table: str) -> list[tuple[str, str, Decimal]]:
+    """Every reading in a raw table, in either record layout (meter_day rows are unnested)."""
+    day_layout = pipeline.scalar(
+        "select count(*) from information_schema.columns "
+        "where table_schema = 'raw' and table_name = %s and column_name = 'timestamps'",
+        [table],
+    )
+    if day_layout:
+        return pipeline.query(
+            "select obis_code, to_char(t::timestamptz at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'), v "
+            f"from raw.{table}, unnest(timestamps, values) as u(t, v) order by 1, 2, 3"
+        )
     return pipeline.query(
         f"select obis_code, to_char(timestamp, 'YYYY-MM-DD HH24:MI:SS'), value from raw.{table} "
         "order by 1, 2, 3"

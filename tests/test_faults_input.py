@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_RETRIES, FIXTURE_METERS, _meter_settings, private_meltano_dirs
+from tests.conftest import FAST_RETRIES, FIXTURE_METERS, _meter_settings
 from tests.faulty_source import (
     FaultySource,
     Reply,
@@ -104,7 +104,7 @@ def good_load(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("faults-input")
     source_dir = write_exports(workdir / "source", FIXTURE_METERS, FIRST_DAY, FIRST_DAY + timedelta(days=3))
     database = create_database()
-    settings = {**_meter_settings(), **FAST_RETRIES, **private_meltano_dirs(workdir)}
+    settings = {**_meter_settings(), **FAST_RETRIES}
     try:
         with FaultySource(source_dir) as source:
             pipeline = Pipeline(pg=database, workdir=workdir, base_url=source.base_url, settings=settings)
