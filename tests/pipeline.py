@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from tools.db import pg_environment
+from tools.db import conninfo, pg_environment
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MELTANO = str(Path(sys.executable).parent / "meltano")
@@ -23,17 +23,6 @@ REAL_METERS = {
 }
 # Variables of the caller's own set-up that must not leak into a test's pipeline.
 FOREIGN_PREFIXES = ("TAP_EXNATON_", "TARGET_POSTGRES_", "DBT_", "MELTANO_")
-
-
-def conninfo(env: dict[str, str]) -> str:
-    keys = {
-        "PGHOST": "host",
-        "PGPORT": "port",
-        "PGUSER": "user",
-        "PGPASSWORD": "password",
-        "PGDATABASE": "dbname",
-    }
-    return psycopg.conninfo.make_conninfo(**{keys[k]: v for k, v in env.items() if k in keys and v})
 
 
 def create_database(prefix: str = "exnaton_test") -> dict[str, str]:

@@ -10,30 +10,19 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from openapi_spec_validator import validate
-from psycopg.conninfo import make_conninfo
 
 from api import create_app
 from tests.conftest import DST_METER, FIXTURE_METERS
 from tests.pipeline import REAL_METERS, SHARED_DATA
+from tools.db import conninfo
 
 MUID_1, MUID_2 = REAL_METERS["muid_1"], REAL_METERS["muid_2"]
 ZURICH = ZoneInfo("Europe/Zurich")
 
 
-def conninfo_of(pg: dict) -> str:
-    keys = {
-        "PGHOST": "host",
-        "PGPORT": "port",
-        "PGUSER": "user",
-        "PGPASSWORD": "password",
-        "PGDATABASE": "dbname",
-    }
-    return make_conninfo(**{keys[k]: v for k, v in pg.items() if k in keys})
-
-
 @pytest.fixture(scope="module")
 def app(warehouse):
-    return create_app({"conninfo": conninfo_of(warehouse.pg)})
+    return create_app({"conninfo": conninfo(warehouse.pg)})
 
 
 @pytest.fixture
@@ -340,7 +329,7 @@ def test_unreachable_database_gives_503_json_quickly():
 
 
 def test_cors_for_configured_origins(warehouse):
-    app = create_app({"conninfo": conninfo_of(warehouse.pg), "cors_origins": ["https://charts.example"]})
+    app = create_app({"conninfo": conninfo(warehouse.pg), "cors_origins": ["https://charts.example"]})
     client = app.test_client()
     allowed = client.get("/api/v1/meters", headers={"Origin": "https://charts.example"})
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://charts.example"
@@ -349,7 +338,7 @@ def test_cors_for_configured_origins(warehouse):
 
 
 def test_api_keys_protect_data_endpoints_only(warehouse):
-    app = create_app({"conninfo": conninfo_of(warehouse.pg), "api_keys": ["k-123", "k-456"]})
+    app = create_app({"conninfo": conninfo(warehouse.pg), "api_keys": ["k-123", "k-456"]})
     client = app.test_client()
     assert_error(client.get("/api/v1/meters"), 401)
     assert_error(client.get("/api/v1/meters", headers={"X-API-Key": "wrong"}), 401)

@@ -40,23 +40,24 @@ def ensure_database(env: dict[str, str]) -> None:
     from psycopg import sql
 
     admin = {**env, "PGDATABASE": "postgres"}
-    with psycopg.connect(_conninfo(admin), autocommit=True) as conn:
+    with psycopg.connect(conninfo(admin), autocommit=True) as conn:
         exists = conn.execute("select 1 from pg_database where datname = %s", [env["PGDATABASE"]]).fetchone()
         if not exists:
             conn.execute(sql.SQL("create database {}").format(sql.Identifier(env["PGDATABASE"])))
 
 
-def _conninfo(env: dict[str, str]) -> str:
-    keys = {
+def conninfo(env: dict[str, str]) -> str:
+    """A libpq connection string from PG* variables (the empty ones left out)."""
+    from psycopg.conninfo import make_conninfo
+
+    keywords = {
         "PGHOST": "host",
         "PGPORT": "port",
         "PGUSER": "user",
         "PGPASSWORD": "password",
         "PGDATABASE": "dbname",
     }
-    from psycopg.conninfo import make_conninfo
-
-    return make_conninfo(**{keys[k]: v for k, v in env.items() if k in keys and v})
+    return make_conninfo(**{keywords[k]: v for k, v in env.items() if k in keywords and v})
 
 
 def pg_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
