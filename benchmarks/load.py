@@ -1,0 +1,159 @@
+"""The API under load: gunicorn on 127.0.0.1, wrk as the client, psycopg running the same SQL as baseline."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg
+from psycopg.rows import dict_row
+
+from tools.db import conninfo
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = str(Path(sys.executable).parent / "gunicorn")
+WRK_HINT = "wrk is not installed: `apt-get install wrk` (Debian/Ubuntu) or `brew install wrk`"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def api_server(pg: dict[str, str]):
+    port = free_port()
+    env = {**os.environ, **pg}
+    command = [
+        GUNICORN,
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "2",
+        "--threads",
+        "8",
+        "--log-level",
+        "warning",
+        "api:create_app()",
+    ]
+    server = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"{base}/health", timeout=1)
+                break
+            time.sleep(0.1)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def wrk(url: str, *, connections: int, seconds: int) -> dict:
+    """Requests/s, p50 and p99 in ms and errors (socket errors plus non-2xx answers)."""
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            str(min(connections, 2)),
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "--latency",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {
+        "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": _latency(out, "50%"),
+        "p99_ms": _latency(out, "99%"),
+        "errors": _errors(out),
+        "connections": connections,
+    }
+
+
+def _latency(out: str, percentile: str) -> float:
+    value, unit = re.search(rf"{percentile}\s+([\d.]+)(us|ms|s)", out).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def _errors(out: str) -> int:
+    errors = 0
+    if match := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out):
+        errors += int(match.group(1))
+    if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(map(int, match.groups()))
+    return errors
+
+
+def psycopg_month_baseline(pg: dict[str, str], muid: str, start: str, end: str, repeat: int = 50) -> float:
+    """Median ms of the SQL the readings endpoint runs for one page, on a warm connection."""
+    from api.queries import Queries
+
+    class Direct:
+        def __init__(self, conn):
+            self.conn = conn
+
+        def fetch_all(self, query, params=None):
+            return self.conn.execute(query, params).fetchall()
+
+        def fetch_one(self, query, params=None):
+            return self.conn.execute(query, params).fetchone()
+
+    timings = []
+    with psycopg.connect(conninfo(pg), row_factory=dict_row) as conn:
+        queries = Queries(Direct(conn), "marts")
+        for _ in range(repeat):
+            began = time.perf_counter()
+            queries.meter_channels(muid)
+            queries.readings_count(muid, start, end, None)
+            queries.readings_page(muid, start, end, None, 0, 5000)
+            timings.append((time.perf_counter() - began) * 1000)
+    return statistics.median(timings)
+
+
+def api_figures(pg: dict[str, str], muid: str, seconds: int) -> dict:
+    if shutil.which("wrk") is None:
+        return {"skipped": WRK_HINT}
+    try:
+        import api  # noqa: F401
+    except ImportError as exc:
+        return {"skipped": f"the API is not importable: {exc}"}
+    readings = f"/api/v1/meters/{muid}/readings"
+    with api_server(pg) as base:
+        figures = {
+            "one_day_readings": wrk(
+                f"{base}{readings}?start=2023-06-01&end=2023-06-02&page_size=500",
+                connections=16,
+                seconds=seconds,
+            ),
+            "month_readings": wrk(
+                f"{base}{readings}?start=2023-02-01&end=2023-03-01&page_size=5000",
+                connections=1,
+                seconds=seconds,
+            ),
+            "year_daily_energy": wrk(
+                f"{base}/api/v1/meters/{muid}/energy?interval=day&start=2023-01-01&end=2024-01-01",
+                connections=16,
+                seconds=seconds,
+            ),
+        }
+    figures["month_readings_psycopg_p50_ms"] = psycopg_month_baseline(
+        pg, muid, "2023-02-01T00:00Z", "2023-03-01T00:00Z"
+    )
+    return figures

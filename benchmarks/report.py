@@ -1,0 +1,140 @@
+"""BENCHMARKS.md from a results payload of benchmarks.run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PHYSICAL = "physical limit: fetch + parse + COPY (psycopg 3)"
+DLT = "peer: dlt default (append)"
+WHOLE = "ours: meltano run tap-exnaton target-postgres dbt (source to marts)"
+EL_DAY = "ours: meltano run tap-exnaton target-postgres (meter_day)"
+EL_READING = "ours: meltano run tap-exnaton target-postgres (reading)"
+RSS_LIMIT_MB = 300
+
+
+def write_report(payload: dict, output: Path) -> None:
+    output.write_text("\n".join(_lines(payload)) + "\n")
+
+
+def _lines(payload: dict) -> list[str]:
+    facts, size, results = payload["facts"], payload["size"], payload["results"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Made by `make bench` (`python -m benchmarks.run`) on {facts['date']}: {size['meters']} meters × "
+        f"{size['days']} days = {size['readings']:,} readings of synthetic data in the exact Exnaton export "
+        f"format, served over HTTP on 127.0.0.1, into one PostgreSQL; median of {payload['repeat']} runs.",
+        "",
+        f"Machine: {facts['cores']} cores, {facts['memory_gib']} GiB, Python {facts['python']}, PostgreSQL "
+        f"{facts['postgresql']}, meltano {facts['meltano']}, singer-sdk {facts['singer-sdk']}, psycopg "
+        f"{facts['psycopg']}; load average at start {facts['load_average_at_start']} (other work on the machine "
+        "slows every figure alike).",
+        "",
+        "## Load throughput",
+        "",
+        "| Step | Wall s (median) | Readings/s | Peak RSS MB (per process) | Runs s |",
+        "|---|---:|---:|---|---|",
+    ]
+    for name, figure in results.items():
+        if "rows_per_s" not in figure:
+            continue
+        rss = ", ".join(f"{proc} {mb}" for proc, mb in figure["peak_rss_mb"].items())
+        lines.append(
+            f"| {name} | {figure['wall_s']} | {figure['rows_per_s']:,} | {rss} | {figure['runs_s']} |"
+        )
+    lines += ["", "## Targets", "", "| Target | Measured | Verdict |", "|---|---|---|"]
+    lines += _targets(results)
+    if "api" in results:
+        lines += ["", "## API under load (wrk, gunicorn 2 workers × 8 threads)", ""]
+        lines += _api_lines(results["api"])
+    lines += [
+        "",
+        "## How to run",
+        "",
+        "```bash",
+        "make bench                                   # default: 20 meters × 365 days, 3 runs each",
+        ".venv/bin/python -m benchmarks.run --meters 4 --days 30 --repeat 1 --only physical,el",
+        "```",
+        "",
+        "The peer (dlt) gets its own virtualenv in `benchmarks/.venv-peer` on first use. The API step needs",
+        "`wrk` (`apt-get install wrk`). Raw figures: `benchmarks/results/*.json`.",
+    ]
+    return lines
+
+
+def _ratio(results: dict, numerator: str, denominator: str) -> float | None:
+    if numerator in results and denominator in results:
+        return results[numerator]["rows_per_s"] / results[denominator]["rows_per_s"]
+    return None
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "missed"
+
+
+def _targets(results: dict) -> list[str]:
+    rows = []
+    whole_vs_dlt = _ratio(results, WHOLE, DLT)
+    if whole_vs_dlt is not None:
+        rows.append(
+            f"| Source to marts ≥ 2× dlt default's load alone | {whole_vs_dlt:.2f}× "
+            f"({results[WHOLE]['rows_per_s']:,} vs {results[DLT]['rows_per_s']:,} readings/s) | "
+            f"{_verdict(whole_vs_dlt >= 2)}{'' if whole_vs_dlt >= 2 else f' by {(2 - whole_vs_dlt) / 2:.0%}'} |"
+        )
+    whole_vs_physical = _ratio(results, WHOLE, PHYSICAL)
+    if whole_vs_physical is not None:
+        rows.append(f"| (for scale) source to marts vs the physical limit | {whole_vs_physical:.2f}× | – |")
+    layouts = _ratio(results, EL_DAY, EL_READING)
+    if layouts is not None:
+        rows.append(f"| (before/after) EL meter_day vs reading layout | {layouts:.2f}× | – |")
+    peaks = {
+        f"{name.split(':')[0]} {proc}": mb
+        for name, figure in results.items()
+        if name.startswith("ours")
+        for proc, mb in figure.get("peak_rss_mb", {}).items()
+    }
+    if peaks:
+        worst = max(peaks.items(), key=lambda kv: kv[1])
+        rows.append(
+            f"| Peak RSS of each process < {RSS_LIMIT_MB} MB | largest: {worst[0]} {worst[1]} MB | {_verdict(worst[1] < RSS_LIMIT_MB)} |"
+        )
+    if "dbt models" in results:
+        dbt = results["dbt models"]
+        ratio = dbt["incremental_to_full"]
+        rows.append(
+            f"| Incremental dbt run after one new day ≤ 10% of the full build (model time) | {ratio:.1%} "
+            f"({dbt['incremental_one_day_model_s']} s vs {dbt['full_build_model_s']} s) | {_verdict(ratio <= 0.10)} |"
+        )
+    api = results.get("api", {})
+    if "one_day_readings" in api:
+        day = api["one_day_readings"]
+        ok = day["requests_per_s"] >= 1000 and day["errors"] == 0
+        rows.append(
+            f"| One-day readings ≥ 1,000 req/s at 16 connections, 0 errors | {day['requests_per_s']:,.0f} req/s, "
+            f"p99 {day['p99_ms']:.1f} ms, {day['errors']} errors | {_verdict(ok)} |"
+        )
+        month, base = api["month_readings"]["p50_ms"], api["month_readings_psycopg_p50_ms"]
+        rows.append(
+            f"| Month of readings (2,688 rows): API p50 ≤ 2× the same SQL through psycopg | {month:.1f} ms vs "
+            f"{base:.1f} ms = {month / base:.2f}× | {_verdict(month <= 2 * base)} |"
+        )
+    return rows
+
+
+def _api_lines(api: dict) -> list[str]:
+    if "skipped" in api:
+        return [f"Skipped: {api['skipped']}"]
+    lines = [
+        "| Scenario | Connections | Req/s | p50 ms | p99 ms | Errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in ("one_day_readings", "month_readings", "year_daily_energy"):
+        figure = api[name]
+        lines.append(
+            f"| {name.replace('_', ' ')} | {figure['connections']} | {figure['requests_per_s']:,.0f} | "
+            f"{figure['p50_ms']:.1f} | {figure['p99_ms']:.1f} | {figure['errors']} |"
+        )
+    lines.append(
+        f"| same month SQL through psycopg (baseline) | 1 | – | {api['month_readings_psycopg_p50_ms']:.1f} | – | – |"
+    )
+    return lines

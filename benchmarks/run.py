@@ -1,0 +1,253 @@
+"""`make bench`: the pipeline against the physical limit and a peer, on the same data and database.
+
+    python -m benchmarks.run [--meters 20] [--days 365] [--repeat 3] [--only physical,dlt,el,whole,dbt,api]
+
+Writes BENCHMARKS.md (table, ratios, machine facts) and benchmarks/results/<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import venv
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import psycopg
+
+from benchmarks.load import api_figures
+from benchmarks.measure import Measured, median, run_measured
+from tests.pipeline import Pipeline, create_database, drop_database
+from tools.db import conninfo
+from tools.mirror import Mirror
+from tools.synthetic import day_start, meters_setting, synthetic_meters, write_exports
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = ROOT / "benchmarks"
+PEER_VENV = HERE / ".venv-peer"
+STEPS = ("physical", "dlt", "el", "whole", "dbt", "api")
+START = "2023-01-01"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--meters", type=int, default=20)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--only", default=",".join(STEPS), help=f"comma-separated steps of {', '.join(STEPS)}"
+    )
+    parser.add_argument("--api-seconds", type=int, default=10)
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    return parser.parse_args(argv)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.meters = synthetic_meters(args.meters)
+        self.readings = args.meters * args.days * 96
+        self.work = HERE / ".work"
+        self.source = write_exports(
+            self.work / f"source-{args.meters}x{args.days}",
+            self.meters,
+            day_start(START),
+            day_start(START) + (args.days * (day_start("2023-01-02") - day_start(START))),
+        )
+        self.results: dict[str, dict] = {}
+
+    def pipeline(self, pg: dict[str, str], base_url: str, name: str, **settings: str) -> Pipeline:
+        workdir = self.work / name
+        workdir.mkdir(parents=True, exist_ok=True)
+        for stale in ("meltano.db",):
+            (workdir / stale).unlink(missing_ok=True)
+        return Pipeline(
+            pg=pg,
+            workdir=workdir,
+            base_url=base_url,
+            settings={
+                "TAP_EXNATON_METERS": meters_setting(self.meters),
+                "TAP_EXNATON_START_DATE": START,
+                **settings,
+            },
+        )
+
+    def record(self, name: str, runs: list[Measured], rows: int, note: str = "") -> None:
+        failed = [r for r in runs if r.returncode != 0]
+        if failed:
+            print(failed[0].output[-3000:], file=sys.stderr)
+            raise SystemExit(f"benchmark step {name!r} failed (exit {failed[0].returncode})")
+        wall = median([r.wall_s for r in runs])
+        peaks: dict[str, float] = {}
+        for run in runs:
+            for proc, mb in run.peak_rss_mb.items():
+                peaks[proc] = max(peaks.get(proc, 0.0), mb)
+        self.results[name] = {
+            "wall_s": round(wall, 2),
+            "rows_per_s": round(rows / wall),
+            "runs_s": [round(r.wall_s, 2) for r in runs],
+            "peak_rss_mb": {k: round(v) for k, v in sorted(peaks.items(), key=lambda kv: -kv[1])[:4]},
+            "note": note,
+        }
+        print(f"{name}: {wall:.2f} s median, {rows / wall:,.0f} readings/s", file=sys.stderr)
+
+
+def reset_schemas(pg: dict[str, str]) -> None:
+    with psycopg.connect(conninfo(pg), autocommit=True) as conn:
+        for schema in ("raw", "staging", "marts", "bench_dlt", "bench_dlt_staging"):
+            conn.execute(f"drop schema if exists {schema} cascade")
+
+
+def meltano_command(pipeline: Pipeline, *args: str) -> tuple[list[str], dict[str, str]]:
+    return [str(Path(sys.executable).parent / "meltano"), *args], pipeline.env()
+
+
+def step_physical(bench: Bench, pg: dict[str, str], mirror: Mirror) -> None:
+    command = [sys.executable, "-m", "benchmarks.physical", mirror.base_url, *[m.muid for m in bench.meters]]
+    runs = [run_measured(command, env={**os.environ, **pg}, cwd=str(ROOT)) for _ in range(bench.args.repeat)]
+    bench.record("physical limit: fetch + parse + COPY (psycopg 3)", runs, bench.readings)
+
+
+def ensure_peer_venv() -> Path:
+    python = PEER_VENV / "bin" / "python"
+    if not python.exists():
+        venv.EnvBuilder(with_pip=True).create(PEER_VENV)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "dlt[postgres]~=1.31"], check=True)
+    return python
+
+
+def step_dlt(bench: Bench, pg: dict[str, str], mirror: Mirror) -> None:
+    python = ensure_peer_venv()
+    runs = []
+    for _ in range(bench.args.repeat):
+        reset_schemas(pg)
+        env = {**os.environ, **pg, "BENCH_DLT_DIR": str(bench.work / "dlt"), "RUNTIME__LOG_LEVEL": "WARNING"}
+        command = [str(python), str(HERE / "peer_dlt.py"), mirror.base_url, *[m.muid for m in bench.meters]]
+        runs.append(run_measured(command, env=env, cwd=str(ROOT)))
+    bench.record("peer: dlt default (append)", runs, bench.readings)
+
+
+def step_el(bench: Bench, pg: dict[str, str], mirror: Mirror) -> None:
+    for layout in ("reading", "meter_day"):
+        runs = []
+        for index in range(bench.args.repeat):
+            reset_schemas(pg)
+            pipeline = bench.pipeline(
+                pg, mirror.base_url, f"el-{layout}-{index}", TAP_EXNATON_RECORD_LAYOUT=layout
+            )
+            command, env = meltano_command(
+                pipeline, "run", "--full-refresh", "tap-exnaton", "target-postgres"
+            )
+            runs.append(run_measured(command, env=env, cwd=str(ROOT)))
+        bench.record(f"ours: meltano run tap-exnaton target-postgres ({layout})", runs, bench.readings)
+
+
+def step_whole(bench: Bench, pg: dict[str, str], mirror: Mirror) -> None:
+    runs = []
+    for index in range(bench.args.repeat):
+        reset_schemas(pg)
+        pipeline = bench.pipeline(pg, mirror.base_url, f"whole-{index}")
+        command, env = meltano_command(pipeline, "run", "tap-exnaton", "target-postgres", "dbt")
+        runs.append(run_measured(command, env=env, cwd=str(ROOT)))
+    bench.record("ours: meltano run tap-exnaton target-postgres dbt (source to marts)", runs, bench.readings)
+
+
+def model_seconds(target: Path) -> float:
+    results = json.loads((target / "run_results.json").read_text())["results"]
+    return sum(r["execution_time"] for r in results if r["unique_id"].startswith("model."))
+
+
+def step_dbt(bench: Bench, pg: dict[str, str], mirror: Mirror) -> None:
+    full, incremental = [], []
+    for index in range(bench.args.repeat):
+        reset_schemas(pg)
+        pipeline = bench.pipeline(pg, mirror.base_url, f"dbt-{index}")
+        pipeline.meltano("run", "tap-exnaton", "target-postgres")
+        pipeline.meltano("invoke", "dbt-postgres:run")
+        full.append(model_seconds(pipeline.workdir / "dbt-target"))
+        one_more_day = bench.work / f"source-plus-day-{index}"
+        last = day_start(START) + bench.args.days * (day_start("2023-01-02") - day_start(START))
+        write_exports(
+            one_more_day, bench.meters, day_start(START), last + (day_start("2023-01-02") - day_start(START))
+        )
+        with Mirror(one_more_day) as longer:
+            more = Pipeline(
+                pg=pg, workdir=pipeline.workdir, base_url=longer.base_url, settings=pipeline.settings
+            )
+            more.meltano("run", "tap-exnaton", "target-postgres")
+            more.meltano("invoke", "dbt-postgres:run")
+        incremental.append(model_seconds(pipeline.workdir / "dbt-target"))
+    full_s, incremental_s = median(full), median(incremental)
+    bench.results["dbt models"] = {
+        "full_build_model_s": round(full_s, 2),
+        "incremental_one_day_model_s": round(incremental_s, 2),
+        "incremental_to_full": round(incremental_s / full_s, 3),
+        "runs_full_s": [round(x, 2) for x in full],
+        "runs_incremental_s": [round(x, 2) for x in incremental],
+    }
+
+
+def step_api(bench: Bench, pg: dict[str, str], mirror: Mirror) -> None:
+    reset_schemas(pg)
+    bench.pipeline(pg, mirror.base_url, "api").meltano("run", "tap-exnaton", "target-postgres", "dbt")
+    bench.results["api"] = api_figures(pg, bench.meters[0].muid, bench.args.api_seconds)
+
+
+def machine_facts(pg: dict[str, str]) -> dict:
+    import psutil
+
+    with psycopg.connect(conninfo(pg)) as conn:
+        server = conn.execute("show server_version").fetchone()[0]
+    versions = {}
+    for package in ("meltano", "singer-sdk", "psycopg"):
+        from importlib.metadata import version
+
+        versions[package] = version(package)
+    return {
+        "date": date.today().isoformat(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "postgresql": server,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        **versions,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    steps = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(steps) - set(STEPS)
+    if unknown:
+        raise SystemExit(f"unknown steps: {', '.join(sorted(unknown))}; choose from {', '.join(STEPS)}")
+    bench = Bench(args)
+    pg = create_database("exnaton_bench")
+    try:
+        facts = machine_facts(pg)
+        with Mirror(bench.source) as mirror:
+            for step in steps:
+                globals()[f"step_{step}"](bench, pg, mirror)
+    finally:
+        drop_database(pg)
+    from benchmarks.report import write_report
+
+    payload = {
+        "facts": facts,
+        "size": {"meters": args.meters, "days": args.days, "readings": bench.readings},
+        "repeat": args.repeat,
+        "results": bench.results,
+    }
+    results_dir = HERE / "results"
+    results_dir.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    (results_dir / f"{stamp}.json").write_text(json.dumps(payload, indent=2))
+    write_report(payload, args.output)
+    print(f"wrote {args.output} and benchmarks/results/{stamp}.json", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

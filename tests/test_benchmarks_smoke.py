@@ -1,0 +1,28 @@
+"""A tiny run of the benchmark harness: it measures and reports (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import run
+
+pytestmark = pytest.mark.e2e
+
+
+def test_harness_measures_and_writes_the_report(tmp_path):
+    report = tmp_path / "BENCHMARKS.md"
+    run.main(
+        ["--meters", "2", "--days", "2", "--repeat", "1", "--only", "physical,el", "--output", str(report)]
+    )
+    text = report.read_text()
+    assert "| physical limit: fetch + parse + COPY (psycopg 3) |" in text
+    assert "| ours: meltano run tap-exnaton target-postgres (meter_day) |" in text
+    assert "| ours: meltano run tap-exnaton target-postgres (reading) |" in text
+    assert "(before/after) EL meter_day vs reading layout" in text
+    latest = max((run.HERE / "results").glob("*.json"))
+    payload = json.loads(latest.read_text())
+    assert payload["size"] == {"meters": 2, "days": 2, "readings": 2 * 2 * 96}
+    for figure in payload["results"].values():
+        assert figure["wall_s"] > 0 and figure["rows_per_s"] > 0
