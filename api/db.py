@@ -22,7 +22,11 @@ class DatabaseUnavailable(Exception):
 class Database:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        options = f"-c statement_timeout={settings.statement_timeout_ms} -c default_transaction_read_only=on"
+        # UTC sessions: timestamps that PostgreSQL renders as JSON come out as ...+00:00.
+        options = (
+            f"-c statement_timeout={settings.statement_timeout_ms} -c default_transaction_read_only=on "
+            "-c TimeZone=UTC"
+        )
         self.pool = ConnectionPool(
             settings.conninfo,
             kwargs={
