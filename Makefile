@@ -9,7 +9,7 @@ WITH_DB := $(BIN)/python -m tools.db exec --
 API_PORT ?= 5000
 MIRROR_PORT ?= 8000
 
-.PHONY: install run el transform api psql db-env db-stop test lint format bench mirror docs clean
+.PHONY: install run el transform api roles psql db-env db-stop test lint format bench mirror docs clean
 
 install: $(STAMP)
 
@@ -33,9 +33,14 @@ el: install
 transform: install
 	$(WITH_DB) $(BIN)/meltano run dbt
 
-## api: serve the REST API with gunicorn (Swagger UI at /docs)
+## api: serve the REST API with gunicorn (Swagger UI at /docs), as the read-only role exnaton_api
 api: install
-	$(WITH_DB) $(BIN)/gunicorn --bind 127.0.0.1:$(API_PORT) --workers 2 --threads 4 "api:create_app()"
+	$(WITH_DB) sh -c 'API_PGUSER=$${API_PGUSER:-$$($(BIN)/python -m tools.roles)} exec $(BIN)/gunicorn \
+		--bind 127.0.0.1:$(API_PORT) --workers 2 --threads 8 "api:create_app()"'
+
+## roles: create/refresh the API's read-only role (make api does it too)
+roles: install
+	$(WITH_DB) $(BIN)/python -m tools.roles
 
 ## psql: a psql shell on the database in use
 psql: install

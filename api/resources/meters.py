@@ -37,6 +37,8 @@ BUCKET_LENGTH = {
 
 
 def meter_or_404(muid: str) -> dict:
+    if len(muid) > 100 or not muid.isprintable():
+        abort(404, message="Unknown meter (muid).")
     channels = queries().meter_channels(muid)
     if not channels:
         abort(404, message=f"Unknown meter (muid) {muid!r}.")
@@ -105,7 +107,7 @@ def get_readings(args, muid, pagination_parameters):
     server (`API_MAX_PAGE_SIZE`).
     """
     page, page_size = pagination_parameters.page, pagination_parameters.page_size
-    if args.get("start") and args.get("end") and not wants_csv(args):
+    if args.get("start") and args.get("end") and not wants_csv(args) and muid.isprintable():
         # The common case of a chart: one query, JSON rendered by PostgreSQL.
         start, end = resolve_moment(args["start"], "UTC"), resolve_moment(args["end"], "UTC")
         body, total = queries().readings_page_json(
