@@ -30,10 +30,10 @@ def readings(base_url: str, muids: list[str]):
 
 def main() -> None:
     base_url, muids = sys.argv[1], sys.argv[2:]
-    host = os.environ["PGHOST"]
+    # A unix-socket directory goes in the query: libpq's host parameter there wins over the URL's.
     credentials = (
-        f"postgresql://{os.environ.get('PGUSER', 'postgres')}:{os.environ.get('PGPASSWORD', '')}@"
-        f"/{os.environ['PGDATABASE']}?host={host}&port={os.environ.get('PGPORT', '5432')}"
+        f"postgresql://{os.environ.get('PGUSER', 'postgres')}:{os.environ.get('PGPASSWORD', '')}@localhost:"
+        f"{os.environ.get('PGPORT', '5432')}/{os.environ['PGDATABASE']}?host={os.environ['PGHOST']}"
     )
     pipeline = dlt.pipeline(
         pipeline_name="bench_dlt",

@@ -96,6 +96,18 @@ class Bench:
         print(f"{name}: {wall:.2f} s median, {rows / wall:,.0f} readings/s", file=sys.stderr)
 
 
+def count(pg: dict[str, str], query: str) -> int:
+    with psycopg.connect(conninfo(pg)) as conn:
+        return int(conn.execute(query).fetchone()[0])
+
+
+def check_loaded(bench: Bench, pg: dict[str, str], what: str, query: str) -> None:
+    """A figure only counts when every reading arrived."""
+    loaded = count(pg, query)
+    if loaded != bench.readings:
+        raise SystemExit(f"{what}: {loaded} readings loaded, {bench.readings} expected")
+
+
 def reset_schemas(pg: dict[str, str]) -> None:
     with psycopg.connect(conninfo(pg), autocommit=True) as conn:
         for schema in ("raw", "staging", "marts", "bench_dlt", "bench_dlt_staging"):
@@ -109,6 +121,7 @@ def meltano_command(pipeline: Pipeline, *args: str) -> tuple[list[str], dict[str
 def step_physical(bench: Bench, pg: dict[str, str], mirror: Mirror) -> None:
     command = [sys.executable, "-m", "benchmarks.physical", mirror.base_url, *[m.muid for m in bench.meters]]
     runs = [run_measured(command, env={**os.environ, **pg}, cwd=str(ROOT)) for _ in range(bench.args.repeat)]
+    check_loaded(bench, pg, "physical", "select count(*) from bench_physical")
     bench.record("physical limit: fetch + parse + COPY (psycopg 3)", runs, bench.readings)
 
 
@@ -128,6 +141,7 @@ def step_dlt(bench: Bench, pg: dict[str, str], mirror: Mirror) -> None:
         env = {**os.environ, **pg, "BENCH_DLT_DIR": str(bench.work / "dlt"), "RUNTIME__LOG_LEVEL": "WARNING"}
         command = [str(python), str(HERE / "peer_dlt.py"), mirror.base_url, *[m.muid for m in bench.meters]]
         runs.append(run_measured(command, env=env, cwd=str(ROOT)))
+        check_loaded(bench, pg, "dlt", "select count(*) from bench_dlt.readings")
     bench.record("peer: dlt default (append)", runs, bench.readings)
 
 
@@ -143,6 +157,9 @@ def step_el(bench: Bench, pg: dict[str, str], mirror: Mirror) -> None:
                 pipeline, "run", "--full-refresh", "tap-exnaton", "target-postgres"
             )
             runs.append(run_measured(command, env=env, cwd=str(ROOT)))
+            rows = "count(*)" if layout == "reading" else "sum(reading_count)"
+            union = " union all ".join(f"select {rows} as n from raw.{m.stream_name}" for m in bench.meters)
+            check_loaded(bench, pg, f"EL {layout}", f"select sum(n) from ({union}) as tables")
         bench.record(f"ours: meltano run tap-exnaton target-postgres ({layout})", runs, bench.readings)
 
 
@@ -153,6 +170,7 @@ def step_whole(bench: Bench, pg: dict[str, str], mirror: Mirror) -> None:
         pipeline = bench.pipeline(pg, mirror.base_url, f"whole-{index}")
         command, env = meltano_command(pipeline, "run", "tap-exnaton", "target-postgres", "dbt")
         runs.append(run_measured(command, env=env, cwd=str(ROOT)))
+        check_loaded(bench, pg, "source to marts", "select count(*) from marts.fct_readings")
     bench.record("ours: meltano run tap-exnaton target-postgres dbt (source to marts)", runs, bench.readings)
 
 
