@@ -125,7 +125,7 @@ def psycopg_month_baseline(pg: dict[str, str], muid: str, start: str, end: str, 
     return statistics.median(timings)
 
 
-def api_figures(pg: dict[str, str], muid: str, seconds: int) -> dict:
+def api_figures(pg: dict[str, str], muid: str, seconds: int, load_seconds: int = 60) -> dict:
     if shutil.which("wrk") is None:
         return {"skipped": WRK_HINT}
     try:
@@ -151,6 +151,18 @@ def api_figures(pg: dict[str, str], muid: str, seconds: int) -> dict:
                 seconds=seconds,
             ),
         }
+        if load_seconds:
+            # The load test of the reliability issue: 32 connections for a minute, errors must be 0.
+            figures["load_readings_32c"] = wrk(
+                f"{base}{readings}?start=2023-06-01&end=2023-06-08&page_size=1000",
+                connections=32,
+                seconds=load_seconds,
+            )
+            figures["load_energy_32c"] = wrk(
+                f"{base}/api/v1/meters/{muid}/energy?interval=hour&start=2023-06-01&end=2023-06-08",
+                connections=32,
+                seconds=load_seconds,
+            )
     figures["month_readings_psycopg_p50_ms"] = psycopg_month_baseline(
         pg, muid, "2023-02-01T00:00Z", "2023-03-01T00:00Z"
     )

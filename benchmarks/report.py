@@ -128,7 +128,15 @@ def _api_lines(api: dict) -> list[str]:
         "| Scenario | Connections | Req/s | p50 ms | p99 ms | Errors |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name in ("one_day_readings", "month_readings", "year_daily_energy"):
+    for name in (
+        "one_day_readings",
+        "month_readings",
+        "year_daily_energy",
+        "load_readings_32c",
+        "load_energy_32c",
+    ):
+        if name not in api:
+            continue
         figure = api[name]
         lines.append(
             f"| {name.replace('_', ' ')} | {figure['connections']} | {figure['requests_per_s']:,.0f} | "

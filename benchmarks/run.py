@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only", default=",".join(STEPS), help=f"comma-separated steps of {', '.join(STEPS)}"
     )
     parser.add_argument("--api-seconds", type=int, default=10)
+    parser.add_argument(
+        "--load-seconds", type=int, default=60, help="the 32-connection load test; 0 skips it"
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     return parser.parse_args(argv)
 
@@ -212,7 +215,9 @@ def step_dbt(bench: Bench, pg: dict[str, str], mirror: Mirror) -> None:
 def step_api(bench: Bench, pg: dict[str, str], mirror: Mirror) -> None:
     reset_schemas(pg)
     bench.pipeline(pg, mirror.base_url, "api").meltano("run", "tap-exnaton", "target-postgres", "dbt")
-    bench.results["api"] = api_figures(pg, bench.meters[0].muid, bench.args.api_seconds)
+    bench.results["api"] = api_figures(
+        pg, bench.meters[0].muid, bench.args.api_seconds, bench.args.load_seconds
+    )
 
 
 def machine_facts(pg: dict[str, str]) -> dict:
