@@ -49,7 +49,7 @@ def create_month_partitions(
             ).format(name=name, parent=parent, bound=bound)
         )
     # The key the API filters on; on the parent, so every partition gets it.
-    conn.execute(sql.SQL("create unique index on {} (muid, obis_code, reading_at)").format(parent))
+    conn.execute(sql.SQL("create unique index on {} (muid, reading_at, obis_code)").format(parent))
     conn.execute(sql.SQL("insert into {} select * from {}").format(parent, sql.Identifier(schema, source)))
     conn.execute(sql.SQL("analyze {}").format(parent))
     return len(months)

@@ -1,11 +1,13 @@
 {#- One row per meter, OBIS code and 15-minute interval (UTC). Incremental: merges only the staging rows
-    loaded after the newest `loaded_at` already here, so a run after one new day of data touches that day. -#}
+    loaded after the newest `loaded_at` already here, so a run after one new day of data touches that day.
+    The unique index puts reading_at before obis_code: the API asks for one meter's time range over all its
+    codes, which this order makes one contiguous index range (a day reads ~10x fewer pages). -#}
 {{ config(
     materialized='incremental',
     unique_key=['muid', 'obis_code', 'reading_at'],
     incremental_strategy=var('incremental_strategy', 'merge'),
     indexes=[
-        {'columns': ['muid', 'obis_code', 'reading_at'], 'unique': true},
+        {'columns': ['muid', 'reading_at', 'obis_code'], 'unique': true},
         {'columns': ['loaded_at']},
     ],
 ) }}
