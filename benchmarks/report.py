@@ -12,8 +12,18 @@ EL_READING = "ours: meltano run tap-exnaton target-postgres (reading)"
 RSS_LIMIT_MB = 300
 
 
+# The hand-kept log of what each change did, below this heading in BENCHMARKS.md, survives a new report.
+HISTORY_HEADING = "## Changes and their effect"
+
+
 def write_report(payload: dict, output: Path) -> None:
-    output.write_text("\n".join(_lines(payload)) + "\n")
+    output.write_text("\n".join(_lines(payload)) + "\n" + _kept_history(output))
+
+
+def _kept_history(output: Path) -> str:
+    text = output.read_text() if output.exists() else ""
+    start = text.find(HISTORY_HEADING)
+    return "" if start < 0 else "\n" + text[start:]
 
 
 def _lines(payload: dict) -> list[str]:

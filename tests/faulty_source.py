@@ -29,7 +29,7 @@ from decimal import Decimal
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-from tests.pipeline import Pipeline
+from tests.pipeline import DAY_READING_AT, Pipeline
 from tools.mirror import MirrorData, MirrorHandler
 
 BodyEdit = Callable[[bytes], bytes]
@@ -295,8 +295,8 @@ def raw_readings(pipeline: Pipeline, table: str) -> list[tuple[str, str, Decimal
     )
     if day_layout:
         return pipeline.query(
-            "select obis_code, to_char(t::timestamptz at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'), v "
-            f"from raw.{table}, unnest(timestamps, values) as u(t, v) order by 1, 2, 3"
+            f"select obis_code, to_char({DAY_READING_AT} at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'), v "
+            f"from raw.{table} d, unnest(timestamps, values) with ordinality as u(t, v, n) order by 1, 2, 3"
         )
     return pipeline.query(
         f"select obis_code, to_char(timestamp, 'YYYY-MM-DD HH24:MI:SS'), value from raw.{table} "

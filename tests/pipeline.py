@@ -21,6 +21,13 @@ REAL_METERS = {
     "muid_1": "95ce3367-cbce-4a4d-bbe3-da082831d7bd",
     "muid_2": "1db7649e-9342-4e04-97c7-f0ebb88ed1f8",
 }
+# The instant of a reading of a meter_day row `d` unnested as `u(t, v, n)`: a regular day has no
+# timestamps array, its readings start at first_timestamp + (n - 1) * 15 minutes.
+DAY_READING_AT = (
+    "coalesce(u.t::timestamptz, (d.first_timestamp at time zone 'UTC') + (u.n - 1) * interval '15 minutes')"
+)
+
+
 # Variables of the caller's own set-up that must not leak into a test's pipeline.
 FOREIGN_PREFIXES = ("TAP_EXNATON_", "TARGET_POSTGRES_", "DBT_", "MELTANO_")
 
@@ -100,6 +107,10 @@ class Pipeline:
                 f"meltano {' '.join(args)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
             )
         return result
+
+    def execute(self, statement: str, params: list | None = None) -> None:
+        with psycopg.connect(conninfo(self.pg)) as conn:
+            conn.execute(statement, params)
 
     def query(self, statement: str, params: list | None = None) -> list[tuple]:
         with psycopg.connect(conninfo(self.pg)) as conn:

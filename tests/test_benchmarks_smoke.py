@@ -13,6 +13,7 @@ pytestmark = pytest.mark.e2e
 
 def test_harness_measures_and_writes_the_report(tmp_path):
     report = tmp_path / "BENCHMARKS.md"
+    report.write_text("stale figures\n\n## Changes and their effect\n\n| 2026-11-25 | a change | 1.1× |\n")
     run.main(
         ["--meters", "2", "--days", "2", "--repeat", "1", "--only", "physical,el", "--output", str(report)]
     )
@@ -21,6 +22,9 @@ def test_harness_measures_and_writes_the_report(tmp_path):
     assert "| ours: meltano run tap-exnaton target-postgres (meter_day) |" in text
     assert "| ours: meltano run tap-exnaton target-postgres (reading) |" in text
     assert "(before/after) EL meter_day vs reading layout" in text
+    # The hand-kept log of changes survives; the old figures do not.
+    assert "stale figures" not in text
+    assert text.rstrip().endswith("## Changes and their effect\n\n| 2026-11-25 | a change | 1.1× |")
     latest = max((run.HERE / "results").glob("*.json"))
     payload = json.loads(latest.read_text())
     assert payload["size"] == {"meters": 2, "days": 2, "readings": 2 * 2 * 96}

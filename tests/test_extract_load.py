@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FIXTURE_METERS
-from tests.pipeline import REAL_METERS, Pipeline
+from tests.pipeline import DAY_READING_AT, REAL_METERS, Pipeline
 from tools.synthetic import Meter, day_start, meter_readings, meters_setting, write_exports
 
 pytestmark = pytest.mark.e2e
@@ -181,8 +181,8 @@ def test_schedule_run_runs_the_whole_pipeline(pipeline):
 # --- the default meter_day layout: one raw row per meter, OBIS code and UTC day -----------------------
 
 UNNESTED = (
-    "select d.muid, d.obis_code, to_char(t::timestamptz at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'), v "
-    "from raw.{table} d, unnest(d.timestamps, d.values) as u(t, v) order by 1, 2, 3"
+    f"select d.muid, d.obis_code, to_char({DAY_READING_AT} at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'), v "
+    "from raw.{table} d, unnest(d.timestamps, d.values) with ordinality as u(t, v, n) order by 1, 2, 3"
 )
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 
+import orjson
 import requests
 from singer_sdk import RESTStream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
@@ -79,7 +80,7 @@ def response_payload(response: requests.Response, *, where: str) -> list[dict]:
     if cached is not None:
         return cached
     try:
-        body = response.json()
+        body = orjson.loads(response.content)
     except ValueError as exc:
         snippet = response.text[:80].replace("\n", " ")
         msg = f"{where}: response body is not JSON ({exc}); it starts with {snippet!r}"
@@ -237,9 +238,7 @@ class ExnatonStream(RESTStream[t.Any]):
         self._progress = Progress(started=time.monotonic())
         self._url_in_flight = self.url_base
         try:
-            for record in super().request_records(context):
-                self._progress.readings += 1
-                yield record
+            yield from super().request_records(context)
         except ExnatonSourceError as exc:
             raise ExnatonSourceError(self._redacted(str(exc))) from exc
         except (FatalAPIError, RetriableAPIError, requests.RequestException) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import typing as t
 from datetime import datetime, time, timedelta
@@ -56,11 +57,23 @@ DAY_SCHEMA = th.PropertiesList(
     th.Property("first_timestamp", th.DateTimeType, description="Earliest reading of the record, UTC"),
     th.Property("last_timestamp", th.DateTimeType, required=True, description="Latest reading of the record"),
     th.Property("reading_count", th.IntegerType, description="Number of readings in the arrays"),
-    th.Property("timestamps", th.ArrayType(th.DateTimeType), description="Interval starts (UTC), ascending"),
+    th.Property(
+        "timestamps",
+        th.ArrayType(th.DateTimeType),
+        description="Interval starts (UTC), ascending; null when reading i starts at first_timestamp + i * 15 "
+        "minutes (the usual case: a day without gaps or stray timestamps)",
+    ),
     th.Property(
         "values", th.ArrayType(th.NumberType), description="kWh per interval, parallel to timestamps"
     ),
-    th.Property("qualities", th.ArrayType(th.StringType), description="Quality tag per interval"),
+    th.Property(
+        "quality", th.StringType, description="The quality tag of every reading, when they share one"
+    ),
+    th.Property(
+        "qualities",
+        th.ArrayType(th.StringType),
+        description="Quality tag per interval; null when all readings share one (then it is in quality)",
+    ),
     th.Property(
         "tags",
         th.ArrayType(th.ObjectType(additional_properties=True)),
@@ -72,6 +85,22 @@ DAY_SCHEMA = th.PropertiesList(
 PLAIN_TAG_KEYS = frozenset({"muid", "quality"})
 # The source's own timestamp format; such a string is kept as it is instead of being re-formatted.
 CANONICAL_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
+INTERVAL = timedelta(minutes=15)
+# Key -> OBIS code (upper case) or None: a source repeats the same few keys in every record, and a dict
+# look-up is much cheaper than the pattern per key and record. Bounded, since keys come from outside.
+_OBIS_OF_KEY: dict[str, str | None] = {}
+_OBIS_CACHE_LIMIT = 1024
+
+
+def obis_code_of(key: str) -> str | None:
+    """The OBIS code a source key holds (upper case), or None for any other key."""
+    code = _OBIS_OF_KEY.get(key, "")
+    if code != "":
+        return code
+    code = key.upper() if len(key) == 12 and OBIS_KEY.match(key) else None
+    if len(_OBIS_OF_KEY) < _OBIS_CACHE_LIMIT:
+        _OBIS_OF_KEY[key] = code
+    return code
 
 
 class Reading(t.NamedTuple):
@@ -102,15 +131,19 @@ def parse_readings(payload: list, *, meter_muid: str, where: str) -> t.Iterator[
         timestamp = (
             raw_timestamp if CANONICAL_TIMESTAMP.match(raw_timestamp) else format_source_timestamp(moment)
         )
-        tags = source.get("tags") if isinstance(source.get("tags"), dict) else {}
+        tags = source.get("tags")
+        if not isinstance(tags, dict):
+            tags = {}
         muid = tags.get("muid") or meter_muid
+        measurement = source.get("measurement")
         for key, value in source.items():
-            if len(key) != 12 or not OBIS_KEY.match(key):
+            obis_code = obis_code_of(key)
+            if obis_code is None:
                 continue
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
                 msg = f"{where}: reading #{index} ({timestamp}) field {key!r} is not a number: {value!r}"
                 raise ExnatonSourceError(msg)
-            yield Reading(moment, timestamp, key.upper(), value, muid, source.get("measurement"), tags)
+            yield Reading(moment, timestamp, obis_code, value, muid, measurement, tags)
 
 
 def reading_record(reading: Reading) -> dict:
@@ -204,6 +237,7 @@ class MeterReadingsStream(ExnatonStream):
         ]
         if self._sorts_pages():
             readings.sort(key=lambda reading: (reading.timestamp, reading.obis_code))
+        self._progress.readings += len(readings)
         yield from self._records(readings)
 
     def _records(self, readings: list[Reading]) -> t.Iterable[t.Any]:
@@ -255,7 +289,8 @@ class MeterDaysStream(MeterReadingsStream):
             self.primary_keys = ["muid", "obis_code", "day"]
 
     def get_records(self, context: t.Any) -> t.Iterable[dict[str, t.Any]]:
-        for day in group_meter_days(super().get_records(context)):
+        pages = super().get_records(context)
+        for day in group_meter_days(itertools.chain.from_iterable(pages)):
             if self._bookmark is None or parse_source_timestamp(day["last_timestamp"]) > self._bookmark:
                 yield day
 
@@ -263,7 +298,9 @@ class MeterDaysStream(MeterReadingsStream):
         return True
 
     def _records(self, readings: list[Reading]) -> t.Iterable[t.Any]:
-        return readings  # grouped into day records by get_records
+        # The page's readings go on as one item (grouped into day records by get_records): passing each
+        # reading through the SDK's record generators costs more than grouping them.
+        return (readings,)
 
     def _already_loaded(self, moment: datetime) -> bool:
         # Days are filtered as a whole in get_records: a day with one new reading is re-emitted complete.
@@ -290,6 +327,8 @@ def day_records(by_obis: dict[str, list[Reading]]) -> list[dict]:
     for obis_code, readings in by_obis.items():
         first, last = readings[0], readings[-1]
         plain_tags = all(reading.tags.keys() <= PLAIN_TAG_KEYS for reading in readings)
+        qualities = [reading.tags.get("quality") for reading in readings]
+        one_quality = qualities.count(qualities[0]) == len(qualities)
         records.append(
             {
                 "muid": first.muid,
@@ -299,15 +338,35 @@ def day_records(by_obis: dict[str, list[Reading]]) -> list[dict]:
                 "first_timestamp": first.timestamp,
                 "last_timestamp": last.timestamp,
                 "reading_count": len(readings),
-                "timestamps": [reading.timestamp for reading in readings],
+                # The arrays a loader would spend most of its time on are left out when they say nothing
+                # new: a regular day's timestamps follow from first_timestamp, a shared quality is one value.
+                "timestamps": None if on_interval_grid(readings) else [r.timestamp for r in readings],
                 # One numeric type per array: a loader dumps a list as one typed array (int 0 becomes 0.0).
                 "values": [None if reading.value is None else float(reading.value) for reading in readings],
-                "qualities": [reading.tags.get("quality") for reading in readings],
+                "quality": qualities[0] if one_quality else None,
+                "qualities": None if one_quality else qualities,
                 "tags": None if plain_tags else [reading.tags for reading in readings],
             }
         )
     # The stream is sorted on last_timestamp: several OBIS codes of one day must go out in that order.
     return sorted(records, key=lambda record: record["last_timestamp"])
+
+
+def on_interval_grid(readings: list[Reading]) -> bool:
+    """Whether reading i starts exactly at the first reading's start + i * 15 minutes."""
+    start = readings[0].moment
+    return all(reading.moment - start == INTERVAL * index for index, reading in enumerate(readings))
+
+
+def expand_day_record(record: dict) -> list[tuple[str, float | None, str | None]]:
+    """(timestamp, value, quality) of every reading of a meter_day record, the arrays filled in."""
+    count = len(record["values"])
+    timestamps = record["timestamps"]
+    if timestamps is None:
+        start = parse_source_timestamp(record["first_timestamp"])
+        timestamps = [format_source_timestamp(start + INTERVAL * index) for index in range(count)]
+    qualities = record["qualities"] or [record["quality"]] * count
+    return list(zip(timestamps, record["values"], qualities, strict=True))
 
 
 def _config_datetime(value: object) -> datetime | None:

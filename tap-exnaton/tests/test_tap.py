@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from source_server import Scripted, export_records
+from tap_exnaton.streams import expand_day_record
 
 UTC = UTC
 MUID_1 = "95ce3367-cbce-4a4d-bbe3-da082831d7bd"
@@ -335,16 +336,44 @@ def test_meter_day_records_hold_whole_days_in_ascending_arrays(source, run_tap):
     assert [d["day"] for d in days] == ["2023-02-01", "2023-02-02", "2023-02-03"]
     assert [d["reading_count"] for d in days] == [96, 96, 4]
     first = days[0]
-    assert (
-        first["timestamps"] == sorted(first["timestamps"])
-        and first["timestamps"][0] == "2023-02-01T00:00:00.000Z"
-    )
-    assert first["last_timestamp"] == first["timestamps"][-1] == "2023-02-01T23:45:00.000Z"
+    # A regular day carries neither timestamps (they follow from first_timestamp) nor one quality per value.
+    assert first["timestamps"] is None and first["qualities"] is None and first["quality"] == "measured"
+    assert first["first_timestamp"] == "2023-02-01T00:00:00.000Z"
+    readings = expand_day_record(first)
+    assert [stamp for stamp, _, _ in readings] == [
+        f"2023-02-01T{minute // 60:02d}:{minute % 60:02d}:00.000Z" for minute in range(0, 24 * 60, 15)
+    ]
+    assert first["last_timestamp"] == readings[-1][0] == "2023-02-01T23:45:00.000Z"
     assert first["values"][:2] == [0.17325000000000002, 0.0]
-    assert first["qualities"] == ["measured"] * 96
+    assert {quality for _, _, quality in readings} == {"measured"}
     assert first["tags"] is None
+    assert days[2]["timestamps"] is None and len(expand_day_record(days[2])) == 4
     assert run.schema("muid_2")["key_properties"] == ["muid", "obis_code", "day"]
     assert run.final_state["bookmarks"]["muid_2"]["replication_key_value"] == "2023-02-03T00:45:00.000Z"
+
+
+def test_meter_day_keeps_timestamps_off_the_grid_and_qualities_that_differ(source, run_tap):
+    records = export_records(MUID_1, IMPORT, FEB_1, 6)[::-1]  # oldest first
+    del records[2]  # a gap: 00:30 is missing
+    records[3]["tags"] = {**records[3]["tags"], "quality": "estimated"}
+    source.files[MUID_1] = records[::-1]
+    source.files[MUID_2] = export_records(MUID_2, IMPORT, FEB_1, 3)
+    source.files[MUID_2][0]["timestamp"] = "2023-02-01T00:31:00.000Z"  # off the 15-minute grid
+    run = run_tap(day_config(source))
+    (gap,) = run.records("muid_1")
+    assert gap["timestamps"] == [
+        f"2023-02-01T{hh_mm}:00.000Z" for hh_mm in ("00:00", "00:15", "00:45", "01:00", "01:15")
+    ]
+    assert gap["quality"] is None
+    assert gap["qualities"] == ["measured", "measured", "measured", "estimated", "measured"]
+    (off_grid,) = run.records("muid_2")
+    assert off_grid["timestamps"] == [
+        "2023-02-01T00:00:00.000Z",
+        "2023-02-01T00:15:00.000Z",
+        "2023-02-01T00:31:00.000Z",
+    ]
+    assert off_grid["qualities"] is None and off_grid["quality"] == "measured"
+    assert [stamp for stamp, _, _ in expand_day_record(off_grid)] == off_grid["timestamps"]
 
 
 def test_meter_day_keeps_extra_tags_per_reading(source, run_tap):
@@ -383,7 +412,7 @@ def test_meter_day_in_measurement_mode_joins_days_split_across_windows(source, r
         ("2023-02-02", 96),
         ("2023-02-03", 96),
     ]
-    readings = [(t, v) for d in days for t, v in zip(d["timestamps"], d["values"], strict=True)]
+    readings = [(stamp, value) for d in days for stamp, value, _ in expand_day_record(d)]
     assert len(set(readings)) == 3 * 96
 
 
@@ -401,7 +430,7 @@ def test_meter_day_real_files_carry_every_value(run_tap, source):
         )
         days = run.records(stream)
         assert len(days) == 28
-        assert [(t, v) for d in days for t, v in zip(d["timestamps"], d["values"], strict=True)] == expected
+        assert [(stamp, value) for d in days for stamp, value, _ in expand_day_record(d)] == expected
 
 
 def test_shards_split_the_meters_disjointly(source, run_tap):

@@ -2,7 +2,9 @@
     tap's `meters` setting (one more stream, one more table) needs no SQL or YAML change. One catalog query,
     whatever the number of meters. Two layouts of the tap (setting `record_layout`) are recognised:
       reading    one row per reading: muid, "timestamp", obis_code, value, quality
-      meter_day  one row per meter, OBIS code and UTC day: parallel arrays timestamps, "values", qualities
+      meter_day  one row per meter, OBIS code and UTC day: parallel arrays timestamps, "values", qualities;
+                 timestamps is null when reading i starts at first_timestamp + i * 15 minutes, and qualities
+                 is null when all readings share the one in quality
     Returns a list of {'relation': Relation, 'layout': 'reading' | 'meter_day'}. -#}
 {% macro raw_reading_tables(schema=var('raw_schema', 'raw')) %}
     {%- if not execute -%}
@@ -10,7 +12,7 @@
     {%- endif -%}
     {%- set layouts = {
         'reading': ['muid', 'timestamp', 'obis_code', 'value', 'quality'],
-        'meter_day': ['muid', 'obis_code', 'day', 'timestamps', 'values', 'qualities'],
+        'meter_day': ['muid', 'obis_code', 'day', 'first_timestamp', 'timestamps', 'values', 'qualities'],
     } -%}
     {%- set load_columns = ['measurement', '_sdc_extracted_at', '_sdc_batched_at', '_sdc_sequence',
                             '_sdc_sync_started_at', '_sdc_deleted_at'] -%}
@@ -78,17 +80,22 @@
     select
         muid::text as muid,
         obis_code::text as obis_code,
-        readings.reading_at::timestamptz as reading_at,
+        coalesce(
+            readings.reading_at::timestamptz,
+            (day_record.first_timestamp at time zone 'UTC')
+                + (readings.position_in_record - 1) * interval '15 minutes'
+        ) as reading_at,
         trim_scale(readings.energy_kwh::numeric) as energy_kwh,
         measurement::text as measurement,
-        readings.quality::text as quality,
+        coalesce(readings.quality, day_record.quality)::text as quality,
         {{ sql_literal(relation.identifier) }}::text as stream_name,
         _sdc_batched_at at time zone 'UTC' as loaded_at,
         _sdc_extracted_at as extracted_at,
         _sdc_sequence as sequence_number,
         readings.position_in_record,
         _sdc_sync_started_at as sync_started_at
-    from {{ relation }}
+    from {{ relation }} as day_record
+    {#- unnest pads the arrays left out (null) with nulls, filled in above. #}
     cross join lateral unnest(timestamps, "values", qualities) with ordinality
         as readings (reading_at, energy_kwh, quality, position_in_record)
     {%- endif %}
