@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import operator
 import re
 import typing as t
 from datetime import datetime, time, timedelta
@@ -90,6 +91,11 @@ INTERVAL = timedelta(minutes=15)
 # look-up is much cheaper than the pattern per key and record. Bounded, since keys come from outside.
 _OBIS_OF_KEY: dict[str, str | None] = {}
 _OBIS_CACHE_LIMIT = 1024
+_UNSEEN = object()
+# Fields of a source record that are never OBIS values.
+SOURCE_FIELDS = frozenset({"measurement", "timestamp", "tags"})
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 def obis_code_of(key: str) -> str | None:
@@ -115,8 +121,12 @@ class Reading(t.NamedTuple):
     tags: dict
 
 
-def parse_readings(payload: list, *, meter_muid: str, where: str) -> t.Iterator[Reading]:
-    """Validate the source records and yield one Reading per OBIS-shaped key."""
+def parse_readings(
+    payload: list, *, meter_muid: str, where: str, low: datetime = EARLIEST, high: datetime = LATEST
+) -> list[Reading]:
+    """Validate every source record; return one Reading per OBIS-shaped key of those in [low, high)."""
+    obis_of_key = _OBIS_OF_KEY
+    readings: list[Reading] = []
     for index, source in enumerate(payload):
         if not isinstance(source, dict):
             msg = f"{where}: reading #{index} is {type(source).__name__}, expected an object"
@@ -131,19 +141,30 @@ def parse_readings(payload: list, *, meter_muid: str, where: str) -> t.Iterator[
         timestamp = (
             raw_timestamp if CANONICAL_TIMESTAMP.match(raw_timestamp) else format_source_timestamp(moment)
         )
+        wanted = low <= moment < high
         tags = source.get("tags")
         if not isinstance(tags, dict):
             tags = {}
-        muid = tags.get("muid") or meter_muid
-        measurement = source.get("measurement")
         for key, value in source.items():
-            obis_code = obis_code_of(key)
+            if key in SOURCE_FIELDS:
+                continue
+            obis_code = obis_of_key.get(key, _UNSEEN)
+            if obis_code is _UNSEEN:
+                obis_code = obis_code_of(key)
             if obis_code is None:
                 continue
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
                 msg = f"{where}: reading #{index} ({timestamp}) field {key!r} is not a number: {value!r}"
                 raise ExnatonSourceError(msg)
-            yield Reading(moment, timestamp, obis_code, value, muid, measurement, tags)
+            if wanted:
+                muid = tags.get("muid") or meter_muid
+                readings.append(
+                    Reading(moment, timestamp, obis_code, value, muid, source.get("measurement"), tags)
+                )
+    return readings
+
+
+SORT_KEY = operator.attrgetter("timestamp", "obis_code")
 
 
 def reading_record(reading: Reading) -> dict:
@@ -229,14 +250,14 @@ class MeterReadingsStream(ExnatonStream):
         if self.api_mode == "measurement" and len(payload) >= int(self.config.get("page_size", 5000)):
             # A full window is asked again in halves by the paginator; its readings are not trusted.
             return
-        low, high = self._range_start, self._range_stop
-        readings = [
-            reading
-            for reading in parse_readings(payload, meter_muid=self.muid, where=where)
-            if low <= reading.moment < high and not self._already_loaded(reading.moment)
-        ]
+        low = self._range_start
+        loaded_up_to = self._loaded_up_to()
+        if loaded_up_to is not None:
+            low = max(low, loaded_up_to + timedelta(microseconds=1))
+        readings = parse_readings(payload, meter_muid=self.muid, where=where, low=low, high=self._range_stop)
         if self._sorts_pages():
-            readings.sort(key=lambda reading: (reading.timestamp, reading.obis_code))
+            readings.reverse()  # the source sends newest first: reversed, the sort has little left to do
+            readings.sort(key=SORT_KEY)
         self._progress.readings += len(readings)
         yield from self._records(readings)
 
@@ -249,10 +270,10 @@ class MeterReadingsStream(ExnatonStream):
     def _resume_from(self, bookmark: datetime) -> datetime:
         return bookmark
 
-    def _already_loaded(self, moment: datetime) -> bool:
+    def _loaded_up_to(self) -> datetime | None:
         # File mode re-reads the whole export: keep only what is newer than the bookmark. Measurement mode
         # asks from the bookmark inclusive, so that a run stopped inside one timestamp loses nothing.
-        return self.api_mode != "measurement" and self._bookmark is not None and moment <= self._bookmark
+        return None if self.api_mode == "measurement" else self._bookmark
 
     def _sync_range(self) -> tuple[datetime, datetime]:
         start_date = _config_datetime(self.config.get("start_date"))
@@ -302,9 +323,9 @@ class MeterDaysStream(MeterReadingsStream):
         # reading through the SDK's record generators costs more than grouping them.
         return (readings,)
 
-    def _already_loaded(self, moment: datetime) -> bool:
+    def _loaded_up_to(self) -> datetime | None:
         # Days are filtered as a whole in get_records: a day with one new reading is re-emitted complete.
-        return False
+        return None
 
     def _resume_from(self, bookmark: datetime) -> datetime:
         return datetime.combine(bookmark.date(), time.min, tzinfo=UTC)
