@@ -38,7 +38,7 @@ transform: install
 ## api: serve the REST API with gunicorn (Swagger UI at /docs), as the read-only role exnaton_api
 api: install
 	$(WITH_DB) sh -c 'API_PGUSER=$${API_PGUSER:-$$($(BIN)/python -m tools.roles)} exec $(BIN)/gunicorn \
-		--bind 127.0.0.1:$(API_PORT) --workers 2 --threads 8 "api:create_app()"'
+		--bind 127.0.0.1:$(API_PORT) --workers 3 --threads 4 "api:create_app()"'
 
 ## roles: create/refresh the API's read-only role (make api does it too)
 roles: install

@@ -21,6 +21,8 @@ from tools.db import conninfo
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
+# As `make api` serves it. On 2 cores, 3 processes of 4 threads beat 2 of 8 by ~15% (less GIL contention).
+GUNICORN_WORKERS, GUNICORN_THREADS = 3, 4
 WRK_HINT = "wrk is not installed: `apt-get install wrk` (Debian/Ubuntu) or `brew install wrk`"
 
 
@@ -39,9 +41,9 @@ def api_server(pg: dict[str, str]):
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",
-        "2",
+        str(GUNICORN_WORKERS),
         "--threads",
-        "8",
+        str(GUNICORN_THREADS),
         "--log-level",
         "warning",
         "api:create_app()",

@@ -55,7 +55,7 @@ def _lines(payload: dict) -> list[str]:
     lines += ["", "## Targets", "", "| Target | Measured | Verdict |", "|---|---|---|"]
     lines += _targets(results)
     if "api" in results:
-        lines += ["", "## API under load (wrk, gunicorn 2 workers × 8 threads)", ""]
+        lines += ["", "## API under load (wrk, gunicorn 3 workers × 4 threads)", ""]
         lines += _api_lines(results["api"])
     lines += [
         "",
@@ -97,17 +97,7 @@ def _targets(results: dict) -> list[str]:
     layouts = _ratio(results, EL_DAY, EL_READING)
     if layouts is not None:
         rows.append(f"| (before/after) EL meter_day vs reading layout | {layouts:.2f}× | – |")
-    peaks = {
-        f"{name.split(':')[0]} {proc}": mb
-        for name, figure in results.items()
-        if name.startswith("ours")
-        for proc, mb in figure.get("peak_rss_mb", {}).items()
-    }
-    if peaks:
-        worst = max(peaks.items(), key=lambda kv: kv[1])
-        rows.append(
-            f"| Peak RSS of each process < {RSS_LIMIT_MB} MB | largest: {worst[0]} {worst[1]} MB | {_verdict(worst[1] < RSS_LIMIT_MB)} |"
-        )
+    rows += _memory_rows(results)
     if "dbt models" in results:
         dbt = results["dbt models"]
         ratio = dbt["incremental_to_full"]
@@ -127,6 +117,26 @@ def _targets(results: dict) -> list[str]:
         rows.append(
             f"| Month of readings (2,688 rows): API p50 ≤ 2× the same SQL through psycopg | {month:.1f} ms vs "
             f"{base:.1f} ms = {month / base:.2f}× | {_verdict(month <= 2 * base)} |"
+        )
+    return rows
+
+
+def _memory_rows(results: dict) -> list[str]:
+    """The limit holds for the source-to-marts pipeline; the per-reading layout is shown for comparison."""
+    rows = []
+    for steps, label in (
+        ((WHOLE, EL_DAY), "source to marts"),
+        ((EL_READING,), "reading layout, for comparison"),
+    ):
+        peaks = [
+            (mb, proc) for step in steps for proc, mb in results.get(step, {}).get("peak_rss_mb", {}).items()
+        ]
+        if not peaks:
+            continue
+        mb, proc = max(peaks)
+        verdict = _verdict(mb < RSS_LIMIT_MB) if label == "source to marts" else "–"
+        rows.append(
+            f"| Peak RSS of each process < {RSS_LIMIT_MB} MB ({label}) | largest: {proc} {mb} MB | {verdict} |"
         )
     return rows
 

@@ -390,3 +390,23 @@ def test_gap_and_duplicates_give_the_right_completeness(layout, database, mirror
         ("estimated", 1),
         ("measured", len(moments) - 1),
     ]
+
+
+def test_key_test_trusts_a_unique_index_and_still_catches_duplicates_without_one(pipeline):
+    pipeline.meltano(*PIPELINE)
+    compiled = pipeline.workdir / "dbt-target" / "compiled" / "exnaton" / "models" / "marts" / "_marts.yml"
+    key_tests = [path.read_text() for path in compiled.glob("unique_combination_of_columns_*")]
+    # Tables with the model's unique index: answered from the catalog. Views: grouped.
+    assert any('"fct_energy_daily" where false' in sql for sql in key_tests)
+    assert any('"muid_1_transforms"' in sql and "having count(*) > 1" in sql for sql in key_tests)
+
+    index = pipeline.scalar(
+        "select indexrelid::regclass::text from pg_index "
+        "where indrelid = 'marts.fct_energy_daily'::regclass and indisunique"
+    )
+    pipeline.execute(f"drop index {index}")
+    pipeline.execute("insert into marts.fct_energy_daily select * from marts.fct_energy_daily limit 1")
+    result = pipeline.meltano("invoke", "dbt-postgres:test", check=False)
+    assert result.returncode != 0
+    failed = re.findall(r"FAIL \d+ (\S+)", result.stdout + result.stderr)
+    assert "unique_combination_of_columns_fct_energy_daily_muid__obis_code__day" in failed
