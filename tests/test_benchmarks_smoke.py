@@ -15,13 +15,25 @@ def test_harness_measures_and_writes_the_report(tmp_path):
     report = tmp_path / "BENCHMARKS.md"
     report.write_text("stale figures\n\n## Changes and their effect\n\n| 2026-11-25 | a change | 1.1× |\n")
     run.main(
-        ["--meters", "2", "--days", "2", "--repeat", "1", "--only", "physical,el", "--output", str(report)]
+        [
+            "--meters",
+            "2",
+            "--days",
+            "2",
+            "--repeat",
+            "1",
+            "--only",
+            "physical,el,whole",
+            "--output",
+            str(report),
+        ]
     )
     text = report.read_text()
     assert "| physical limit: fetch + parse + COPY (psycopg 3) |" in text
     assert "| ours: meltano run tap-exnaton target-postgres (meter_day) |" in text
     assert "| ours: meltano run tap-exnaton target-postgres (reading) |" in text
     assert "(before/after) EL meter_day vs reading layout" in text
+    assert f"| {run.WHOLE} |" in text and f"| {run.WHOLE_FIRST_RUN} |" in text
     # The hand-kept log of changes survives; the old figures do not.
     assert "stale figures" not in text
     assert text.rstrip().endswith("## Changes and their effect\n\n| 2026-11-25 | a change | 1.1× |")
