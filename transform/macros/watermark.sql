@@ -13,15 +13,15 @@
 {% endmacro %}
 
 
-{#- First and last `reading_at` among the rows of `relation` loaded after `watermark`, as timestamptz
+{#- First and last `reading_at` (or another instant `column`) among the rows of `relation` loaded after `watermark`, as timestamptz
     literals ({'first': ..., 'last': ...}), or none when nothing is new. Constant bounds let the planner
     pick an index range scan over the few affected hours or days. -#}
-{% macro new_readings_span(relation, watermark) %}
+{% macro new_readings_span(relation, watermark, column='reading_at') %}
     {%- if not execute -%}
         {{ return(none) }}
     {%- endif -%}
     {%- set query -%}
-        select min(reading_at)::text, max(reading_at)::text from {{ relation }} where loaded_at > {{ watermark }}
+        select min({{ column }})::text, max({{ column }})::text from {{ relation }} where loaded_at > {{ watermark }}
     {%- endset -%}
     {%- set row = run_query(query).rows[0] -%}
     {%- if row[0] is none -%}

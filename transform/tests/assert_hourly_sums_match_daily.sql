@@ -1,4 +1,6 @@
--- The local hours of a day add up to that day: same energy, same number of readings.
+-- The local hours of a day add up to that day: same energy, same number of readings. A full build makes the
+-- daily mart from the hourly one; this catches the two drifting apart over incremental runs (each recomputes
+-- its own span), and with assert_daily_sums_match_readings it ties the hours to the readings.
 with
 
 hours_by_day as (
