@@ -100,8 +100,8 @@ LATEST = datetime.max.replace(tzinfo=UTC)
 
 def obis_code_of(key: str) -> str | None:
     """The OBIS code a source key holds (upper case), or None for any other key."""
-    code = _OBIS_OF_KEY.get(key, "")
-    if code != "":
+    code = _OBIS_OF_KEY.get(key, _UNSEEN)
+    if code is not _UNSEEN:
         return code
     code = key.upper() if len(key) == 12 and OBIS_KEY.match(key) else None
     if len(_OBIS_OF_KEY) < _OBIS_CACHE_LIMIT:
