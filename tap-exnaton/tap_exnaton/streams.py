@@ -98,11 +98,8 @@ EARLIEST = datetime.min.replace(tzinfo=UTC)
 LATEST = datetime.max.replace(tzinfo=UTC)
 
 
-def obis_code_of(key: str) -> str | None:
-    """The OBIS code a source key holds (upper case), or None for any other key."""
-    code = _OBIS_OF_KEY.get(key, _UNSEEN)
-    if code is not _UNSEEN:
-        return code
+def _learn_obis_key(key: str) -> str | None:
+    """The OBIS code a key not seen before holds (upper case), or None for any other key; remembered."""
     code = key.upper() if len(key) == 12 and OBIS_KEY.match(key) else None
     if len(_OBIS_OF_KEY) < _OBIS_CACHE_LIMIT:
         _OBIS_OF_KEY[key] = code
@@ -150,7 +147,7 @@ def parse_readings(
                 continue
             obis_code = obis_of_key.get(key, _UNSEEN)
             if obis_code is _UNSEEN:
-                obis_code = obis_code_of(key)
+                obis_code = _learn_obis_key(key)
             if obis_code is None:
                 continue
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):

@@ -13,9 +13,9 @@
 {% endmacro %}
 
 
-{#- First and last `reading_at` (or another instant `column`) among the rows of `relation` loaded after `watermark`, as timestamptz
-    literals ({'first': ..., 'last': ...}), or none when nothing is new. Constant bounds let the planner
-    pick an index range scan over the few affected hours or days. -#}
+{#- First and last `reading_at` (or another instant `column`) among the rows of `relation` loaded after
+    `watermark`, as timestamptz literals ({'first': ..., 'last': ...}), or none when nothing is new.
+    Constant bounds let the planner pick an index range scan over the few affected hours or days. -#}
 {% macro new_readings_span(relation, watermark, column='reading_at') %}
     {%- if not execute -%}
         {{ return(none) }}
