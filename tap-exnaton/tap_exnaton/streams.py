@@ -315,8 +315,6 @@ class MeterReadingsStream(ExnatonStream):
         try:
             fetched = fetching.result()
             self._progress.add(fetched)
-            if meter.start >= meter.stop:
-                self.logger.info("%s: nothing to ask for muid %s, range is empty", self.name, meter.muid)
             pages = (self._page_readings(response, meter) for response in fetched.responses)
             yield from self._meter_records(pages, meter)
         except ExnatonSourceError as exc:
