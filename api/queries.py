@@ -16,6 +16,8 @@ INTERVAL_UNITS = {"15min": None, "hour": "hour", "day": "day", "week": "week", "
 # fixed lengths.
 CALENDAR_INTERVALS = {"day", "week", "month"}
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+# OFFSET is a bigint: a page number past any table asks for the empty page at the end (then a 404).
+MAX_OFFSET = 2**63 - 1
 
 
 class Queries:
@@ -102,7 +104,14 @@ class Queries:
                        ) as total
                 """
             ),
-            {"muid": muid, "start": start, "end": end, "obis": obis, "offset": offset, "limit": limit},
+            {
+                "muid": muid,
+                "start": start,
+                "end": end,
+                "obis": obis,
+                "offset": min(offset, MAX_OFFSET),
+                "limit": limit,
+            },
         )
         return row["body"], int(row["total"])
 

@@ -18,6 +18,7 @@
     prefix: "",
     tokens: {},
     drawn: {},
+    pending: 0,
   };
 
   class NeedsKey extends Error {}
@@ -237,13 +238,17 @@
     },
   };
 
+  /** Redraws views; the page is "ready" once no redraw is pending any more. */
   async function refresh(...names) {
     clearAlert();
+    state.pending += 1;
     document.body.dataset.state = "loading";
     try {
       await Promise.all(names.map(refreshView));
-      document.body.dataset.state = "ready";
+      state.pending -= 1;
+      if (!state.pending) document.body.dataset.state = "ready";
     } catch (error) {
+      state.pending -= 1;
       report(error);
     }
   }
@@ -493,22 +498,32 @@
     );
   }
 
+  /** The meter named in the address (#muid), else the first of the list. */
+  async function meterToShow(listed) {
+    const wanted = decodeURIComponent(location.hash.slice(1));
+    if (!wanted) return listed[0];
+    const meter = listed.find((m) => m.muid === wanted);
+    if (meter) return meter;
+    return getJson(`/meters/${encodeURIComponent(wanted)}`).then(({ body }) => body, () => listed[0]);
+  }
+
   async function start() {
     clearAlert();
     try {
-      const meters = await loadMeters();
-      const wanted = decodeURIComponent(location.hash.slice(1));
-      let meter = meters.find((m) => m.muid === wanted);
-      if (wanted && !meter) {
-        meter = await getJson(`/meters/${encodeURIComponent(wanted)}`).then(({ body }) => body, () => undefined);
-      }
-      meter = meter || meters[0];
+      const meter = await meterToShow(await loadMeters());
       if (meter) selectMeter(meter);
       else document.body.dataset.state = "ready";
     } catch (error) {
       report(error);
     }
   }
+
+  window.addEventListener("hashchange", () => {
+    const wanted = decodeURIComponent(location.hash.slice(1));
+    if (wanted && wanted !== state.meter?.muid) {
+      getJson(`/meters/${encodeURIComponent(wanted)}`).then(({ body }) => selectMeter(body), report);
+    }
+  });
 
   fillZones();
   wireControls();
