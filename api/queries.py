@@ -21,6 +21,9 @@ MAX_OFFSET = 2**63 - 1
 
 
 class Queries:
+    # No prefix, no per-row lower(): PostgreSQL plans with the value and drops the test.
+    PREFIX_MATCH = "(%(prefix)s = '' or starts_with(lower(muid), lower(%(prefix)s)))"
+
     def __init__(self, db: Database, marts_schema: str) -> None:
         if not SCHEMA_NAME.match(marts_schema):
             msg = f"API_MARTS_SCHEMA {marts_schema!r} is not a plain schema name"
@@ -38,8 +41,11 @@ class Queries:
     def meter_channels(
         self, muid: str | None = None, muid_prefix: str = "", offset: int = 0, limit: int | None = None
     ) -> list[dict]:
-        """dim_meters rows (one per meter and OBIS code): of one meter, or of the meters whose muid starts
-        with ``muid_prefix`` (any case), ``limit`` meters from ``offset`` in (stream, muid) order."""
+        """dim_meters rows (one per meter and OBIS code) in muid order: of one meter, or of ``limit`` meters
+        from ``offset`` among those whose muid starts with ``muid_prefix`` (any case).
+
+        The page of muids walks the unique index (muid, obis_code) instead of sorting every meter.
+        """
         return self.db.fetch_all(
             self._sql(
                 """
@@ -47,24 +53,25 @@ class Queries:
                        reading_count, last_loaded_at
                 from {marts}.dim_meters
                 join (
-                    select muid from {marts}.dim_meters
-                    where (%(muid)s::text is null or muid = %(muid)s)
-                      and starts_with(lower(muid), lower(%(prefix)s))
-                    group by muid
-                    order by min(stream_name), muid
+                    select distinct muid from {marts}.dim_meters
+                    where (%(muid)s::text is null or muid = %(muid)s) and """
+                + self.PREFIX_MATCH
+                + """
+                    order by muid
                     offset %(offset)s limit %(limit)s
                 ) as page using (muid)
-                order by stream_name, muid, obis_code
+                order by muid, obis_code
                 """
             ),
-            {"muid": muid, "prefix": muid_prefix, "offset": offset, "limit": limit},
+            {"muid": muid, "prefix": muid_prefix, "offset": min(offset, MAX_OFFSET), "limit": limit},
         )
 
     def meter_count(self, muid_prefix: str = "") -> int:
         row = self.db.fetch_one(
             self._sql(
-                "select count(distinct muid) as n from {marts}.dim_meters "
-                "where starts_with(lower(muid), lower(%(prefix)s))"
+                "select count(*) as n from (select distinct muid from {marts}.dim_meters where "
+                + self.PREFIX_MATCH
+                + ") as meters"
             ),
             {"prefix": muid_prefix},
         )

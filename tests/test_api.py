@@ -64,9 +64,9 @@ def test_meters_lists_every_meter_with_its_channels(client, warehouse):
     assert meters[MUID_2]["channels"][0]["direction"] == "export"
 
 
-def test_meters_are_paginated_in_stream_order(client, warehouse):
+def test_meters_are_paginated_in_muid_order(client, warehouse):
     everyone = client.get("/api/v1/meters").get_json()
-    assert [m["stream_name"] for m in everyone] == sorted(m.stream_name for m in warehouse.meters)
+    assert [m["muid"] for m in everyone] == sorted(m.muid for m in warehouse.meters)
     pages = []
     for page in (1, 2):
         response = client.get(f"/api/v1/meters?page_size=1&page={page}")

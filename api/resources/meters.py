@@ -122,8 +122,8 @@ def data_range(meter: dict | None, args: dict, tz: str) -> tuple[datetime, datet
 def list_meters(args, pagination_parameters):
     """Meters, each with its OBIS channels (import/export) and data range.
 
-    Ordered by stream and muid, paginated (X-Pagination header); `muid_prefix` keeps the meters whose muid
-    starts with it (any case).
+    Ordered by muid, paginated (X-Pagination header); `muid_prefix` keeps the meters whose muid starts with
+    it (any case).
     """
     prefix = args["muid_prefix"]
     check_page(pagination_parameters, queries().meter_count(prefix))
