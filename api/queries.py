@@ -20,10 +20,16 @@ SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 MAX_OFFSET = 2**63 - 1
 
 
-class Queries:
-    # No prefix, no per-row lower(): PostgreSQL plans with the value and drops the test.
-    PREFIX_MATCH = "(%(prefix)s = '' or starts_with(lower(muid), lower(%(prefix)s)))"
+def _muid_match(muid: str | None = None, muid_prefix: str = "") -> str:
+    """The muid test: one meter (an index look-up), a prefix search, or none. Written out per case, not as
+    `(%(x)s is null or ...)`: a prepared statement's generic plan would keep every branch, and scan the fleet
+    (a lower() per meter) where one index probe does."""
+    if muid is not None:
+        return "muid = %(muid)s"
+    return "starts_with(lower(muid), lower(%(prefix)s))" if muid_prefix else "true"
 
+
+class Queries:
     def __init__(self, db: Database, marts_schema: str) -> None:
         if not SCHEMA_NAME.match(marts_schema):
             msg = f"API_MARTS_SCHEMA {marts_schema!r} is not a plain schema name"
@@ -54,8 +60,8 @@ class Queries:
                 from {marts}.dim_meters
                 join (
                     select distinct muid from {marts}.dim_meters
-                    where (%(muid)s::text is null or muid = %(muid)s) and """
-                + self.PREFIX_MATCH
+                    where """
+                + _muid_match(muid, muid_prefix)
                 + """
                     order by muid
                     offset %(offset)s limit %(limit)s
@@ -70,7 +76,7 @@ class Queries:
         row = self.db.fetch_one(
             self._sql(
                 "select count(*) as n from (select distinct muid from {marts}.dim_meters where "
-                + self.PREFIX_MATCH
+                + _muid_match(muid_prefix=muid_prefix)
                 + ") as meters"
             ),
             {"prefix": muid_prefix},

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.api_meters [--meters 10000] [--requests 300]
 
-The marts come from a real pipeline run (`meltano run tap-exnaton target-postgres dbt`, 2 synthetic meters ×
+The marts come from a real pipeline run (`meltano run tap-exnaton target-postgres dbt`, 2 synthetic meters x
 28 days), then `marts.dim_meters` gets the rest of the fleet as synthetic rows of the same shape (the meter
 list reads `dim_meters` only; running the pipeline for 10,000 meters would take many minutes and change
 nothing this endpoint reads). gunicorn serves the API as `make api` does; one keep-alive client asks each URL
@@ -55,7 +55,10 @@ def fleet_database(meters: int):
                     pg=pg,
                     workdir=Path(work),
                     base_url=mirror.base_url,
-                    settings={"TAP_EXNATON_METERS": meters_setting(fleet[:LOADED]), "TAP_EXNATON_START_DATE": FIRST_DAY},
+                    settings={
+                        "TAP_EXNATON_METERS": meters_setting(fleet[:LOADED]),
+                        "TAP_EXNATON_START_DATE": FIRST_DAY,
+                    },
                 )
                 pipeline.meltano("run", "tap-exnaton", "target-postgres", "dbt")
         add_synthetic_meters(pg, fleet[LOADED:])
@@ -149,7 +152,9 @@ def scenarios(fleet: list) -> list[tuple[str, str, str, int, int]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.api_meters", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.api_meters", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--meters", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=300)
     args = parser.parse_args(argv)
@@ -161,8 +166,12 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"{http_figures['total']} meters listed, {args.meters} expected")
             sql = time_sql(pg, prefix, offset, limit, args.requests)
             results.append({"scenario": name, **http_figures, "sql_p50_ms": sql["p50_ms"]})
-            print(f"{name}: p50 {http_figures['p50_ms']} ms, p95 {http_figures['p95_ms']} ms", file=sys.stderr)
-    print(f"\nGET /api/v1/meters, {args.meters:,} meters, {args.requests} requests each, one keep-alive client\n")
+            print(
+                f"{name}: p50 {http_figures['p50_ms']} ms, p95 {http_figures['p95_ms']} ms", file=sys.stderr
+            )
+    print(
+        f"\nGET /api/v1/meters, {args.meters:,} meters, {args.requests} requests each, one keep-alive client\n"
+    )
     print("| Request | p50 ms | p95 ms | SQL alone p50 ms | Meters matched | Body bytes |")
     print("|---|---:|---:|---:|---:|---:|")
     for row in results:
