@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"{name}: p50 {http_figures['p50_ms']} ms, p95 {http_figures['p95_ms']} ms", file=sys.stderr
             )
     print(
-        f"\nGET /api/v1/meters, {args.meters:,} meters, {args.requests} requests each, one keep-alive client\n"
+        f"\nGET /api/v1/meters, {args.meters:,} meters, {args.requests} requests each, one keep-alive client "
+        f"(load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())})\n"
     )
     print("| Request | p50 ms | p95 ms | SQL alone p50 ms | Meters matched | Body bytes |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import statistics
 import sys
 import urllib.request
@@ -77,7 +78,11 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         driver.quit()
     print(f"first chart: median {statistics.median(timings):.0f} ms of {timings}", file=sys.stderr)
-    print(f"\nDashboard, headless Chromium, {args.meters:,} meters in the marts, {args.loads} cold loads\n")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"\nDashboard, headless Chromium, {args.meters:,} meters in the marts, {args.loads} cold loads "
+        f"(load average at the end: {load})\n"
+    )
     print("| Figure | Value |")
     print("|---|---:|")
     print(f"| navigation to first chart drawn, median ms | {statistics.median(timings):.0f} |")
