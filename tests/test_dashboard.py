@@ -228,6 +228,20 @@ def test_readable_at_phone_width(page, site):
         page.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
+def test_both_real_meters_show_february_2023(page, site):
+    for muid in REAL_METERS.values():
+        open_meter(page, site, muid)
+        if SHARED_DATA.is_dir():  # the real files hold February 2023: the default range (the last month)
+            assert page.find_element(By.ID, "range-start").get_attribute("value") == "2023-02-01"
+        else:  # synthetic files run on to March
+            set_inputs(page, {"range-start": "2023-02-01", "range-end": "2023-02-28"})
+        (days,) = bars(page, "daily").values()
+        february = [bar for bar in days if bar["label"].startswith("02-")]
+        assert len(february) == 28 and all(bar["value"] > 0 for bar in february), muid
+        assert page.find_elements(By.CSS_SELECTOR, "#profile path.line")
+        assert len(page.find_elements(By.CSS_SELECTOR, "#calendar td.day")) == len(days)
+
+
 def test_screenshot_of_the_real_meter(page, site):
     page.set_window_size(1280, 1000)
     open_meter(page, site, MUID_1)
