@@ -27,6 +27,8 @@ if t.TYPE_CHECKING:
 
 UTC = UTC
 MAX_BACKOFF_SECONDS = 300.0
+# Requests in flight at once: enough to hide a source's latency, few enough to be polite to it.
+DEFAULT_CONCURRENCY = 16
 
 
 class ExnatonSourceError(FatalAPIError):
@@ -190,7 +192,7 @@ class ExnatonStream(RESTStream[t.Any]):
     def requests_session(self) -> requests.Session:
         if not self._requests_session:
             # A connection per request in flight, kept alive between the meters.
-            pool = max(10, int(self.config.get("max_concurrent_requests", 8)))
+            pool = max(10, int(self.config.get("max_concurrent_requests", DEFAULT_CONCURRENCY)))
             session = requests.Session()
             session.mount("http://", HTTPAdapter(pool_maxsize=pool))
             session.mount("https://", HTTPAdapter(pool_maxsize=pool))
@@ -249,6 +251,7 @@ class ExnatonStream(RESTStream[t.Any]):
         try:
             while not paginator.finished:
                 response = send(self._prepare_request(context=context, page=paginator), context)
+                # A full window is asked again in halves (only the window paginator knows full pages).
                 if not getattr(paginator, "is_full", _never_full)(response):
                     fetched.responses.append(response)
                 paginator.advance(response)

@@ -15,6 +15,7 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import SinglePagePaginator
 
 from tap_exnaton.client import (
+    DEFAULT_CONCURRENCY,
     UTC,
     ExnatonSourceError,
     ExnatonStream,
@@ -40,8 +41,6 @@ if t.TYPE_CHECKING:
 OBIS_KEY = re.compile(r"^[0-9A-Fa-f]{12}$")
 KEY_PROPERTIES = ("muid", "obis_code", "timestamp")
 MIN_WINDOW = timedelta(minutes=15)
-# Requests in flight at once: enough to hide a source's latency, few enough to be polite to it.
-DEFAULT_CONCURRENCY = 16
 
 READING_SCHEMA = th.PropertiesList(
     th.Property("muid", th.StringType, required=True, description="Meter id (from the reading's tags)"),

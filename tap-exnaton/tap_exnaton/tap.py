@@ -10,8 +10,8 @@ from pathlib import Path
 from singer_sdk import Tap
 from singer_sdk import typing as th
 
-from tap_exnaton.client import ExnatonSourceError
-from tap_exnaton.streams import DEFAULT_CONCURRENCY, MeterDaysStream, MeterReadingsStream
+from tap_exnaton.client import DEFAULT_CONCURRENCY, ExnatonSourceError
+from tap_exnaton.streams import MeterDaysStream, MeterReadingsStream
 
 DEFAULT_BASE_URL = (
     "https://exnaton-public-s3-bucket20230329123331528000000001.s3.eu-central-1.amazonaws.com/challenge"
