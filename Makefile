@@ -13,7 +13,7 @@ MIRROR_PORT ?= 8000
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt meltano.yml tap-exnaton/pyproject.toml
+$(STAMP): requirements.txt meltano.yml tap-exnaton/pyproject.toml target-postgres-raw/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt

