@@ -29,6 +29,8 @@ PG_VARIABLES = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")
 # Meltano's system tables; meltano.yml's database_uri sets this schema as the search_path. Meltano does not
 # create it: without it, its first command fails with a misleading "Cannot upgrade the system database".
 MELTANO_SCHEMA = "meltano"
+# Where Meltano kept its system database before it moved into PostgreSQL.
+LEGACY_SYSTEM_DB = PROJECT_ROOT / ".meltano" / "meltano.db"
 
 
 def embedded_server(pgdata: Path = DEFAULT_PGDATA):
@@ -75,6 +77,39 @@ def conninfo(env: dict[str, str]) -> str:
         "PGDATABASE": "dbname",
     }
     return make_conninfo(**{keywords[k]: v for k, v in env.items() if k in keywords and v})
+
+
+def retire_legacy_state(system_db: Path = LEGACY_SYSTEM_DB) -> str | None:
+    """Set aside a SQLite system database from before that holds bookmarks; say what that means.
+
+    Its bookmarks describe whatever database was loaded then, which may not be the one in use now; they
+    are not copied. Without them the next run extracts everything once more and the loader merges it on
+    the keys, so nothing is duplicated and nothing is missed.
+    """
+    import sqlite3
+    from contextlib import closing
+
+    if not system_db.is_file():
+        return None
+    try:
+        with closing(sqlite3.connect(system_db)) as db:
+            state_ids = [row[0] for row in db.execute("select state_id from state order by 1")]
+    except sqlite3.Error:
+        return None  # no state table: nothing was ever bookmarked there
+    if not state_ids:
+        return None
+    kept = system_db.with_name(system_db.name + ".before-postgres")
+    for suffix in ("", "-wal", "-shm"):
+        part = system_db.with_name(system_db.name + suffix)
+        if part.exists():
+            part.rename(kept.with_name(kept.name + suffix))
+    return (
+        f"tools.db: Meltano's state now lives in PostgreSQL (schema {MELTANO_SCHEMA} of the database in use). "
+        f"The bookmarks of {', '.join(state_ids)} in {system_db} are set aside as {kept.name}: the next run "
+        "extracts everything once more and merges it on the keys (nothing is duplicated). To keep a bookmark "
+        f"instead: MELTANO_DATABASE_URI=sqlite:///{kept} meltano state get ID, then meltano state set --force "
+        "ID 'JSON'."
+    )
 
 
 def pg_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -142,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     except psycopg.Error as exc:
         print(f"tools.db: cannot reach or prepare the database: {exc}", file=sys.stderr)  # noqa: T201
         return 1
+    if notice := retire_legacy_state():
+        print(notice, file=sys.stderr)  # noqa: T201
     if args.command == "env":
         for key, value in env.items():
             print(f"export {key}={shlex.quote(value)}")  # noqa: T201
