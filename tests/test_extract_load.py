@@ -95,7 +95,9 @@ def test_merge_mode_full_refresh_never_duplicates(pipeline):
     # The loader merges on the key properties through a plain index: no primary key, which would make the
     # table refuse an append-only load later (target-postgres-raw/README.md).
     assert pipeline.query("select conname from pg_constraint where conrelid = 'raw.muid_1'::regclass") == []
-    indexes = pipeline.query("select indexdef from pg_indexes where schemaname = 'raw' and tablename = 'muid_1'")
+    indexes = pipeline.query(
+        "select indexdef from pg_indexes where schemaname = 'raw' and tablename = 'muid_1'"
+    )
     assert indexes == [('CREATE INDEX muid_1_keys ON raw.muid_1 USING btree (muid, obis_code, "timestamp")',)]
 
 

@@ -52,8 +52,9 @@ def test_meter_shards_run_in_parallel_and_load_every_meter_once(database, mirror
         shard = {**settings, "TAP_EXNATON_SHARD_COUNT": "2", "TAP_EXNATON_SHARD_INDEX": str(index)}
         shards.append(Pipeline(pg=database, workdir=workdir, base_url=base_url, settings=shard))
     # Each shard has its own state id and run directory, so both run at once, as docs/scaling.md says. The
-    # raw schema is made first, as it says too: two loaders creating it at once collide.
+    # raw schema and Meltano's tables are made first, as it says too: two runs creating them at once collide.
     shards[0].execute("create schema if not exists raw")
+    shards[0].meltano("state", "list")
     running = [
         subprocess.Popen(
             [MELTANO, "run", "--state-id-suffix", f"shard-{index}", "tap-exnaton", "target-postgres"],
