@@ -13,13 +13,13 @@ MIRROR_PORT ?= 8000
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt meltano.yml tap-exnaton/pyproject.toml
+$(STAMP): requirements.txt meltano.yml tap-exnaton/pyproject.toml target-postgres-raw/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	# uv (which meltano installs plugins with) skips bytecode compilation; where PYTHONDONTWRITEBYTECODE is set
 	# (containers, CI) every tap, target and dbt run would then compile its imports again: ~2 s each.
-	UV_COMPILE_BYTECODE=1 $(BIN)/meltano install
+	UV_COMPILE_BYTECODE=1 $(WITH_DB) $(BIN)/meltano install
 	@touch $@
 
 ## run: the whole thing — pipeline, then the API on 127.0.0.1:$(API_PORT)

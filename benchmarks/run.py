@@ -27,7 +27,7 @@ from benchmarks.load import api_figures
 from benchmarks.measure import Measured, median, run_measured
 from benchmarks.report import WHOLE, WHOLE_FIRST_RUN
 from tests.pipeline import Pipeline, create_database, drop_database
-from tools.db import conninfo
+from tools.db import MELTANO_SCHEMA, conninfo, ensure_meltano_schema
 from tools.mirror import Mirror
 from tools.synthetic import day_start, meters_setting, synthetic_meters, write_exports
 
@@ -74,8 +74,6 @@ class Bench:
     def pipeline(self, pg: dict[str, str], base_url: str, name: str, **settings: str) -> Pipeline:
         workdir = self.work / name
         workdir.mkdir(parents=True, exist_ok=True)
-        for stale in ("meltano.db",):
-            (workdir / stale).unlink(missing_ok=True)
         return Pipeline(
             pg=pg,
             workdir=workdir,
@@ -124,9 +122,11 @@ def check_count(pg: dict[str, str], what: str, query: str, expected: int) -> Non
 
 
 def reset_schemas(pg: dict[str, str]) -> None:
+    """An empty database again: data and Meltano's state (bookmarks) in it alike."""
     with psycopg.connect(conninfo(pg), autocommit=True) as conn:
-        for schema in ("raw", "staging", "marts", "bench_dlt", "bench_dlt_staging"):
+        for schema in ("raw", "staging", "marts", "bench_dlt", "bench_dlt_staging", MELTANO_SCHEMA):
             conn.execute(f"drop schema if exists {schema} cascade")
+    ensure_meltano_schema(pg)
 
 
 def meltano_command(pipeline: Pipeline, *args: str) -> tuple[list[str], dict[str, str]]:

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import struct
 import sys
 import threading
 import time
 from collections.abc import Callable
-from contextlib import closing
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -334,15 +332,14 @@ def schema_checksums(pipeline: Pipeline, schema: str) -> dict[str, tuple[int, st
 def bookmarks(pipeline: Pipeline) -> dict[str, str]:
     """The replication key value per stream in Meltano's state, as ``meltano state get`` merges it.
 
-    Read from the state table of the pipeline's own Meltano system database: a ``meltano state get``
-    costs seconds of start-up, the table does not. A failed run's state is its ``partial_state``.
+    Read from Meltano's state table in the pipeline's database: a ``meltano state get`` costs seconds of
+    start-up, the table does not. A failed run's state is its ``partial_state``.
     """
-    with closing(sqlite3.connect(pipeline.workdir / "meltano.db")) as db:
-        row = db.execute(
-            "select completed_state, partial_state from state where state_id = ?", [STATE_ID]
-        ).fetchone()
+    rows = pipeline.query(
+        "select completed_state, partial_state from meltano.state where state_id = %s", [STATE_ID]
+    )
     merged: dict[str, dict] = {}
-    for document in row or ():
+    for document in rows[0] if rows else ():
         merged.update(json.loads(document or "{}").get("singer_state", {}).get("bookmarks", {}))
     # A stream that failed before its first record has a state entry (its starting value), but no bookmark.
     return {

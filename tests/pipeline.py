@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from tools.db import conninfo, pg_environment
+from tools.db import conninfo, ensure_meltano_schema, pg_environment
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MELTANO = str(Path(sys.executable).parent / "meltano")
@@ -32,13 +32,16 @@ DAY_READING_AT = (
 FOREIGN_PREFIXES = ("TAP_EXNATON_", "TARGET_POSTGRES_", "DBT_", "MELTANO_")
 
 
-def create_database(prefix: str = "exnaton_test") -> dict[str, str]:
-    """A fresh, empty database on the server in use (embedded unless PGHOST is set)."""
+def create_database(prefix: str = "exnaton_test", name: str | None = None) -> dict[str, str]:
+    """A fresh, empty database on the server in use (embedded unless PGHOST is set), prepared as
+    ``tools.db`` prepares the project's: with the (empty) schema of Meltano's system tables."""
     server = pg_environment({**os.environ, "PGDATABASE": "postgres"})
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    name = name or f"{prefix}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(conninfo(server), autocommit=True) as conn:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    return {**server, "PGDATABASE": name}
+    env = {**server, "PGDATABASE": name}
+    ensure_meltano_schema(env)
+    return env
 
 
 def drop_database(env: dict[str, str]) -> None:
@@ -67,7 +70,8 @@ def private_meltano_dirs(workdir: Path) -> dict[str, str]:
 
 @dataclass
 class Pipeline:
-    """One isolated pipeline: its own database, Meltano system database (state) and dbt target folder."""
+    """One isolated pipeline: its own database (holding Meltano's state too, as in the project) and dbt
+    target folder."""
 
     pg: dict[str, str]
     workdir: Path
@@ -79,7 +83,6 @@ class Pipeline:
         env.update(self.pg)
         env.update(
             {
-                "MELTANO_DATABASE_URI": f"sqlite:///{self.workdir / 'meltano.db'}",
                 "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
                 "TAP_EXNATON_BASE_URL": self.base_url,
                 "DBT_TARGET_PATH": str(self.workdir / "dbt-target"),

