@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import email.utils
 import itertools
+import logging
 import random
 import time
 import typing as t
-from dataclasses import dataclass
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 
 import orjson
 import requests
+from requests.adapters import HTTPAdapter
 from singer_sdk import RESTStream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.pagination import BaseAPIPaginator
+from singer_sdk.streams._state import StreamStateManager
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
 UTC = UTC
 MAX_BACKOFF_SECONDS = 300.0
@@ -182,6 +187,17 @@ class ExnatonStream(RESTStream[t.Any]):
         return headers
 
     @property
+    def requests_session(self) -> requests.Session:
+        if not self._requests_session:
+            # A connection per request in flight, kept alive between the meters.
+            pool = max(10, int(self.config.get("max_concurrent_requests", 8)))
+            session = requests.Session()
+            session.mount("http://", HTTPAdapter(pool_maxsize=pool))
+            session.mount("https://", HTTPAdapter(pool_maxsize=pool))
+            self._requests_session = session
+        return self._requests_session
+
+    @property
     def timeout(self) -> int:
         return int(self.config.get("request_timeout", 60))
 
@@ -210,50 +226,45 @@ class ExnatonStream(RESTStream[t.Any]):
             f"{response.reason} ({kind} error): {snippet!r}"
         )
 
-    def request_decorator(self, func: t.Callable) -> t.Callable:
-        """The SDK's retrying decorator, around a call that remembers which URL is in flight.
-
-        A body cut off mid-read (``ChunkedEncodingError``) carries no request, and the error message must
-        still name the URL.
-        """
-
-        def remember_url(prepared_request: requests.PreparedRequest, context: t.Any) -> requests.Response:
-            self._progress.attempt(prepared_request)
-            self._url_in_flight = prepared_request.url
-            return func(prepared_request, context)
-
-        return super().request_decorator(remember_url)
-
     def backoff_handler(self, details: t.Mapping[str, t.Any]) -> None:
         """One line per retry: stream, URL, what went wrong, which retry and how long the wait is."""
+        prepared_request = (details.get("args") or (None,))[0]
         self.logger.warning(
             "%s: GET %s failed (%s); retry %d of %d in %.2f s",
             self.name,
-            self._redacted(self._url_in_flight),
+            self._redacted(getattr(prepared_request, "url", None)),
             self._redacted(_describe(details.get("exception"))),
             details.get("tries", 0),
             self.backoff_max_tries() - 1,
             details.get("wait") or 0.0,
         )
 
-    def request_records(self, context: t.Any) -> t.Iterable[dict]:
-        self._progress = Progress(started=time.monotonic())
-        self._url_in_flight = self.url_base
+    def fetch_pages(self, paginator: BaseAPIPaginator, context: dict) -> Fetched:
+        """Every page ``paginator`` walks, each request retried as configured; runs in a worker thread.
+
+        Failures come back as one ExnatonSourceError naming stream, URL, cause and attempts made.
+        """
+        fetched = Fetched()
+        send = self.request_decorator(fetched.counting(self._request))
         try:
-            yield from super().request_records(context)
+            while not paginator.finished:
+                response = send(self._prepare_request(context=context, page=paginator), context)
+                if not getattr(paginator, "is_full", _never_full)(response):
+                    fetched.responses.append(response)
+                paginator.advance(response)
         except ExnatonSourceError as exc:
             raise ExnatonSourceError(self._redacted(str(exc))) from exc
         except (FatalAPIError, RetriableAPIError, requests.RequestException) as exc:
-            raise ExnatonSourceError(self._give_up_message(exc)) from exc
-        self.logger.info("%s: %s", self.name, self._progress.summary())
+            raise ExnatonSourceError(self._give_up_message(exc, fetched)) from exc
+        return fetched
 
-    def _give_up_message(self, exc: Exception) -> str:
+    def _give_up_message(self, exc: Exception, fetched: Fetched) -> str:
         """``<stream>: GET <url> <what failed>``, and how many attempts were made when there were several."""
         text = str(exc) if isinstance(exc, FatalAPIError | RetriableAPIError) else _describe(exc)
         if not text.startswith(f"{self.name}: GET "):
-            text = f"{self.name}: GET {self._url_in_flight} failed: {text}"
-        if self._progress.tries_of_request > 1:
-            text = f"{text} (gave up after {self._progress.tries_of_request} attempts)"
+            text = f"{self.name}: GET {fetched.url_in_flight} failed: {text}"
+        if fetched.tries_of_request > 1:
+            text = f"{text} (gave up after {fetched.tries_of_request} attempts)"
         return self._redacted(text)
 
     def _redacted(self, text: str | None) -> str:
@@ -261,6 +272,36 @@ class ExnatonStream(RESTStream[t.Any]):
         api_key = self.config.get("api_key")
         text = text or ""
         return text.replace(api_key, "***") if api_key else text
+
+
+def _never_full(response: requests.Response) -> bool:
+    return False
+
+
+@dataclass
+class Fetched:
+    """The pages of one meter and what fetching them took; filled by one worker thread."""
+
+    responses: list[requests.Response] = field(default_factory=list)
+    pages: int = 0
+    retries: int = 0
+    tries_of_request: int = 0
+    url_in_flight: str | None = None
+    _request: object = None
+
+    def counting(self, send: Callable) -> Callable:
+        def send_counted(prepared_request: requests.PreparedRequest, context: t.Any) -> requests.Response:
+            # The retrying decorator calls again with the very same prepared request.
+            if prepared_request is self._request:
+                self.tries_of_request += 1
+                self.retries += 1
+            else:
+                self._request, self.tries_of_request = prepared_request, 1
+                self.pages += 1
+            self.url_in_flight = prepared_request.url
+            return send(prepared_request, context)
+
+        return send_counted
 
 
 @dataclass
@@ -271,23 +312,78 @@ class Progress:
     pages: int = 0
     retries: int = 0
     readings: int = 0
-    tries_of_request: int = 0
-    _request: object = None
 
-    def attempt(self, prepared_request: object) -> None:
-        # The retrying decorator calls again with the very same prepared request.
-        if prepared_request is self._request:
-            self.tries_of_request += 1
-            self.retries += 1
-        else:
-            self._request, self.tries_of_request = prepared_request, 1
-            self.pages += 1
+    def add(self, fetched: Fetched) -> None:
+        self.pages += fetched.pages
+        self.retries += fetched.retries
 
     def summary(self) -> str:
         return (
             f"{self.readings} readings from {self.pages} page(s) in {time.monotonic() - self.started:.1f} s"
             f" ({self.retries} retries)"
         )
+
+
+class Prefetch:
+    """Runs ``fetch(job)`` for ``jobs`` in a pool of threads and hands the outcomes back in job order.
+
+    At most ``workers`` jobs are in flight or finished but not yet taken, so memory holds a bounded number
+    of meters' pages however long the list of jobs is, while the caller parses one meter the pool fetches
+    the next ones.
+    """
+
+    def __init__(self, jobs: Iterable, fetch: Callable, *, workers: int) -> None:
+        self._jobs = iter(jobs)
+        self._fetch = fetch
+        self._workers = workers
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch")
+        self._ahead: deque[tuple[t.Any, Future]] = deque()
+
+    def take(self) -> tuple[t.Any, Future]:
+        """The next job and its future (raises StopIteration when there are no more jobs)."""
+        self._fill()
+        job_and_future = self._ahead.popleft()
+        self._fill()
+        return job_and_future
+
+    def _fill(self) -> None:
+        while len(self._ahead) < self._workers:
+            job = next(self._jobs, None)
+            if job is None:
+                return
+            self._ahead.append((job, self._pool.submit(self._fetch, job)))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class MeterStateManager(StreamStateManager):
+    """The SDK's state manager, finding a meter's partition state by muid in a dict.
+
+    The SDK looks a partition up by scanning the list of partitions on every record (112 µs at 1,000
+    meters, 341 µs at 5,000); a fleet stream would spend most of its time there.
+    """
+
+    def __init__(self, **kwargs: t.Any) -> None:
+        super().__init__(**kwargs)
+        self._by_muid: dict[str, dict] | None = None
+        # The SDK logs a line per partition as it starts; a fleet's 10,000 lines cost more than its fetches.
+        self._logger = logging.getLogger(f"{self._logger.name}.partitions")
+        self._logger.setLevel(logging.WARNING)
+
+    def get_context_state(self, context: t.Any) -> dict:
+        if not context:
+            return super().get_context_state(context)
+        if self._by_muid is None:
+            partitions = self.stream_state.setdefault("partitions", [])
+            self._by_muid = {p["context"].get("muid"): p for p in partitions if "context" in p}
+        muid = context["muid"]
+        state = self._by_muid.get(muid)
+        if state is None:
+            state = {"context": {"muid": muid}}
+            self.stream_state["partitions"].append(state)
+            self._by_muid[muid] = state
+        return state
 
 
 def _describe(exc: BaseException | None) -> str:

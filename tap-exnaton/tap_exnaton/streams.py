@@ -1,11 +1,13 @@
-"""Streams of tap-exnaton: one stream per configured meter, in one of two record layouts."""
+"""Streams of tap-exnaton: a stream per meter or one for the fleet, in one of two record layouts."""
 
 from __future__ import annotations
 
 import itertools
 import operator
 import re
+import time as clock
 import typing as t
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
 from singer_sdk import typing as th
@@ -16,6 +18,10 @@ from tap_exnaton.client import (
     UTC,
     ExnatonSourceError,
     ExnatonStream,
+    Fetched,
+    MeterStateManager,
+    Prefetch,
+    Progress,
     Window,
     WindowPaginator,
     format_query_bound,
@@ -26,12 +32,16 @@ from tap_exnaton.client import (
 
 if t.TYPE_CHECKING:
     import requests
-    from singer_sdk import Tap
+    from singer_sdk.streams._state import StreamStateManager
+
+    from tap_exnaton.tap import TapExnaton as Tap
 
 # OBIS codes are six bytes, written by Exnaton as twelve hex digits (e.g. 0100011D00FF).
 OBIS_KEY = re.compile(r"^[0-9A-Fa-f]{12}$")
 KEY_PROPERTIES = ("muid", "obis_code", "timestamp")
 MIN_WINDOW = timedelta(minutes=15)
+# Requests in flight at once: enough to hide a source's latency, few enough to be polite to it.
+DEFAULT_CONCURRENCY = 8
 
 READING_SCHEMA = th.PropertiesList(
     th.Property("muid", th.StringType, required=True, description="Meter id (from the reading's tags)"),
@@ -177,22 +187,63 @@ def reading_record(reading: Reading) -> dict:
     }
 
 
-class MeterReadingsStream(ExnatonStream):
-    """Energy readings of one meter.
+@dataclass(frozen=True)
+class MeterSync:
+    """One meter's part of a sync: what to ask the source, and what is loaded already."""
 
-    ``file`` mode reads the whole S3 export of the meter (newest first, so the stream is unsorted and the
-    SDK only commits the bookmark at the end); ``measurement`` mode walks the upstream API in ascending
-    windows and emits each window sorted, so the bookmark advances as the run goes.
+    muid: str
+    bookmark: datetime | None
+    start: datetime
+    stop: datetime
+
+    @property
+    def context(self) -> dict:
+        """The context of its requests: ``{muid}`` in the URL path or query."""
+        return {"muid": self.muid}
+
+
+class MeterReadingsStream(ExnatonStream):
+    """Energy readings of meters, one record per reading and OBIS code.
+
+    A stream serves one meter (``partitioned=False``: the stream per meter, its bookmark is the stream's)
+    or a fleet (``partitioned=True``: one partition and bookmark per meter). Either way the meters' pages
+    are fetched by a pool of threads ahead of the meter being emitted, and a meter whose source fails is
+    reported to the tap and skipped, its bookmark unchanged, while the others go on.
+
+    ``file`` mode reads the whole S3 export of a meter (newest first, so the stream is unsorted and the
+    SDK only commits the bookmark at the end of the meter); ``measurement`` mode walks the upstream API in
+    ascending windows and emits each window sorted, so the bookmark advances as the run goes.
     """
 
     replication_key = "timestamp"
     schema: t.ClassVar[dict] = READING_SCHEMA
+    key_properties: t.ClassVar[list[str]] = list(KEY_PROPERTIES)
 
-    def __init__(self, tap: Tap, *, stream_name: str, muid: str) -> None:
-        self.muid = muid
-        super().__init__(tap, name=stream_name)
+    def __init__(self, tap: Tap, *, name: str, muids: list[str], partitioned: bool = False) -> None:
+        self.muids = muids
+        self.partitioned = partitioned
+        self._prefetch: Prefetch | None = None
+        super().__init__(tap, name=name)
         if not self.config.get("append_only", False):
-            self.primary_keys = list(KEY_PROPERTIES)
+            self.primary_keys = list(self.key_properties)
+        # A duration metric per request is a log line per meter: at fleet size, more work than the request.
+        self._LOG_REQUEST_METRICS = not partitioned
+
+    @property
+    def state_manager(self) -> StreamStateManager:
+        if self._state_manager is None and self.partitioned:
+            self._state_manager = MeterStateManager(
+                tap_name=self.tap_name,
+                stream_name=self.name,
+                tap_state=self._tap_state,
+                is_sorted=self.is_sorted,
+                check_sorted=self.check_sorted,
+            )
+        return super().state_manager
+
+    @property
+    def partitions(self) -> list[dict] | None:
+        return [{"muid": muid} for muid in self.muids] if self.partitioned else None
 
     @property
     def api_mode(self) -> str:
@@ -200,66 +251,94 @@ class MeterReadingsStream(ExnatonStream):
 
     @property
     def path(self) -> str:  # type: ignore[override]
-        if self.api_mode == "measurement":
-            return "/meterdata/measurement"
-        return f"/{self.muid}.json"
+        return "/meterdata/measurement" if self.api_mode == "measurement" else "/{muid}.json"
 
     @property
     def is_sorted(self) -> bool:
         return self.api_mode == "measurement"
 
-    def get_new_paginator(self) -> WindowPaginator | SinglePagePaginator:
-        if self.api_mode != "measurement":
-            return SinglePagePaginator()
-        return WindowPaginator(
-            self._range_start,
-            self._range_stop,
-            window=timedelta(days=int(self.config.get("window_days", 31))),
-            limit=int(self.config.get("page_size", 5000)),
-            min_window=MIN_WINDOW,
-            where=f"{self.name} (muid {self.muid})",
-        )
-
     def get_url_params(self, context: t.Any, next_page_token: Window | None) -> dict[str, t.Any]:
         if self.api_mode != "measurement" or next_page_token is None:
             return {}
         return {
-            "muid": self.muid,
+            "muid": context["muid"],
             "measurement": self.config.get("measurement", "energy"),
             "start": format_query_bound(next_page_token.start),
             "stop": format_query_bound(next_page_token.stop),
             "limit": int(self.config.get("page_size", 5000)),
         }
 
-    def get_records(self, context: t.Any) -> t.Iterable[dict[str, t.Any]]:
-        # Only the bookmark of the incoming state counts here (the SDK's starting value falls back to
-        # start_date, which is an inclusive bound and is applied on its own).
-        self._bookmark = parse_source_timestamp(self.get_context_state(context).get("replication_key_value"))
-        self._range_start, self._range_stop = self._sync_range()
-        if self._range_start >= self._range_stop:
-            self.logger.info("%s: nothing to ask, range is empty", self.name)
-            return
-        yield from super().get_records(context)
+    def sync(self, context: t.Any = None) -> None:
+        self._progress = Progress(started=clock.monotonic())
+        workers = int(self.config.get("max_concurrent_requests", DEFAULT_CONCURRENCY))
+        self._prefetch = Prefetch(self._meter_syncs(), self._fetch_meter, workers=workers)
+        try:
+            super().sync(context)
+        finally:
+            self._prefetch.close()
+        self.logger.info("%s: %s", self.name, self._progress.summary())
 
-    def parse_response(self, response: requests.Response) -> t.Iterable[t.Any]:
+    def _meter_syncs(self) -> t.Iterator[MeterSync]:
+        """A MeterSync per meter, in the order the SDK syncs them (read from the state as it was)."""
+        for muid in self.muids:
+            context = {"muid": muid} if self.partitioned else None
+            # Only the bookmark of the incoming state counts here (the SDK's starting value falls back to
+            # start_date, which is an inclusive bound and is applied on its own).
+            bookmark = parse_source_timestamp(self.get_context_state(context).get("replication_key_value"))
+            start, stop = self._sync_range(bookmark)
+            yield MeterSync(muid, bookmark, start, stop)
+
+    def _fetch_meter(self, meter: MeterSync) -> Fetched:
+        if meter.start >= meter.stop:
+            return Fetched()
+        return self.fetch_pages(self._paginator(meter), meter.context)
+
+    def _paginator(self, meter: MeterSync) -> WindowPaginator | SinglePagePaginator:
+        if self.api_mode != "measurement":
+            return SinglePagePaginator()
+        return WindowPaginator(
+            meter.start,
+            meter.stop,
+            window=timedelta(days=int(self.config.get("window_days", 31))),
+            limit=int(self.config.get("page_size", 5000)),
+            min_window=MIN_WINDOW,
+            where=f"{self.name} (muid {meter.muid})",
+        )
+
+    def get_records(self, context: t.Any) -> t.Iterable[dict[str, t.Any]]:
+        if self._prefetch is None or (self.partitioned and not context):
+            return  # a fleet stream with no meters in this shard
+        meter, fetching = self._prefetch.take()
+        if context and context["muid"] != meter.muid:
+            msg = f"{self.name}: partitions synced out of order ({context['muid']} before {meter.muid})"
+            raise RuntimeError(msg)
+        try:
+            fetched = fetching.result()
+            self._progress.add(fetched)
+            if meter.start >= meter.stop:
+                self.logger.info("%s: nothing to ask for muid %s, range is empty", self.name, meter.muid)
+            pages = (self._page_readings(response, meter) for response in fetched.responses)
+            yield from self._meter_records(pages, meter)
+        except ExnatonSourceError as exc:
+            self._tap.meter_failed(str(exc))
+
+    def _page_readings(self, response: requests.Response, meter: MeterSync) -> list[Reading]:
         where = f"{self.name}: GET {self._redacted(response.url)}"
         payload = response_payload(response, where=where)
-        if self.api_mode == "measurement" and len(payload) >= int(self.config.get("page_size", 5000)):
-            # A full window is asked again in halves by the paginator; its readings are not trusted.
-            return
-        low = self._range_start
-        loaded_up_to = self._loaded_up_to()
+        low = meter.start
+        loaded_up_to = self._loaded_up_to(meter)
         if loaded_up_to is not None:
             low = max(low, loaded_up_to + timedelta(microseconds=1))
-        readings = parse_readings(payload, meter_muid=self.muid, where=where, low=low, high=self._range_stop)
+        readings = parse_readings(payload, meter_muid=meter.muid, where=where, low=low, high=meter.stop)
         if self._sorts_pages():
             readings.reverse()  # the source sends newest first: reversed, the sort has little left to do
             readings.sort(key=SORT_KEY)
         self._progress.readings += len(readings)
-        yield from self._records(readings)
+        return readings
 
-    def _records(self, readings: list[Reading]) -> t.Iterable[t.Any]:
-        return map(reading_record, readings)
+    def _meter_records(self, pages: t.Iterable[list[Reading]], meter: MeterSync) -> t.Iterator[dict]:
+        for readings in pages:
+            yield from map(reading_record, readings)
 
     def _sorts_pages(self) -> bool:
         return self.api_mode == "measurement"
@@ -267,21 +346,21 @@ class MeterReadingsStream(ExnatonStream):
     def _resume_from(self, bookmark: datetime) -> datetime:
         return bookmark
 
-    def _loaded_up_to(self) -> datetime | None:
+    def _loaded_up_to(self, meter: MeterSync) -> datetime | None:
         # File mode re-reads the whole export: keep only what is newer than the bookmark. Measurement mode
         # asks from the bookmark inclusive, so that a run stopped inside one timestamp loses nothing.
-        return None if self.api_mode == "measurement" else self._bookmark
+        return None if self.api_mode == "measurement" else meter.bookmark
 
-    def _sync_range(self) -> tuple[datetime, datetime]:
+    def _sync_range(self, bookmark: datetime | None) -> tuple[datetime, datetime]:
         start_date = _config_datetime(self.config.get("start_date"))
         end_date = _config_datetime(self.config.get("end_date"))
         if self.api_mode == "measurement":
-            start = self._resume_from(self._bookmark) if self._bookmark else start_date
+            start = self._resume_from(bookmark) if bookmark else start_date
             if start is None:
                 msg = f"{self.name}: start_date is required in measurement mode when there is no state"
                 raise ExnatonSourceError(msg)
             return max(start, start_date or start), end_date or datetime.now(UTC)
-        return start_date or datetime.min.replace(tzinfo=UTC), end_date or datetime.max.replace(tzinfo=UTC)
+        return start_date or EARLIEST, end_date or LATEST
 
 
 class MeterDaysStream(MeterReadingsStream):
@@ -296,32 +375,22 @@ class MeterDaysStream(MeterReadingsStream):
 
     replication_key = "last_timestamp"
     schema: t.ClassVar[dict] = DAY_SCHEMA
+    key_properties: t.ClassVar[list[str]] = ["muid", "obis_code", "day"]
     is_sorted = True  # type: ignore[assignment]
     # Records are built with exact types here; walking 96-element arrays again per record costs more than
     # the rest of the tap.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.ROOT_ONLY
 
-    def __init__(self, tap: Tap, *, stream_name: str, muid: str) -> None:
-        super().__init__(tap, stream_name=stream_name, muid=muid)
-        if not self.config.get("append_only", False):
-            self.primary_keys = ["muid", "obis_code", "day"]
-
-    def get_records(self, context: t.Any) -> t.Iterable[dict[str, t.Any]]:
-        pages = super().get_records(context)
+    def _meter_records(self, pages: t.Iterable[list[Reading]], meter: MeterSync) -> t.Iterator[dict]:
         for day in group_meter_days(itertools.chain.from_iterable(pages)):
-            if self._bookmark is None or parse_source_timestamp(day["last_timestamp"]) > self._bookmark:
+            if meter.bookmark is None or parse_source_timestamp(day["last_timestamp"]) > meter.bookmark:
                 yield day
 
     def _sorts_pages(self) -> bool:
         return True
 
-    def _records(self, readings: list[Reading]) -> t.Iterable[t.Any]:
-        # The page's readings go on as one item (grouped into day records by get_records): passing each
-        # reading through the SDK's record generators costs more than grouping them.
-        return (readings,)
-
-    def _loaded_up_to(self) -> datetime | None:
-        # Days are filtered as a whole in get_records: a day with one new reading is re-emitted complete.
+    def _loaded_up_to(self, meter: MeterSync) -> datetime | None:
+        # Days are filtered as a whole in _meter_records: a day with one new reading is re-emitted complete.
         return None
 
     def _resume_from(self, bookmark: datetime) -> datetime:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import sys
 import zlib
+from pathlib import Path
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
 
 from tap_exnaton.client import ExnatonSourceError
-from tap_exnaton.streams import MeterDaysStream, MeterReadingsStream
+from tap_exnaton.streams import DEFAULT_CONCURRENCY, MeterDaysStream, MeterReadingsStream
 
 DEFAULT_BASE_URL = (
     "https://exnaton-public-s3-bucket20230329123331528000000001.s3.eu-central-1.amazonaws.com/challenge"
@@ -18,6 +20,20 @@ DEFAULT_METERS = [
     {"stream_name": "muid_1", "muid": "95ce3367-cbce-4a4d-bbe3-da082831d7bd"},
     {"stream_name": "muid_2", "muid": "1db7649e-9342-4e04-97c7-f0ebb88ed1f8"},
 ]
+# The one stream of every meter when stream_per_meter is false (and so the raw table's name).
+FLEET_STREAM = "readings"
+
+
+class MetersFailedError(ExnatonSourceError):
+    """Some meters' sources failed (after retries); the other meters were loaded and bookmarked."""
+
+    def __init__(self, failures: list[str], meter_count: int) -> None:
+        lines = list(failures)
+        if len(failures) > 1:
+            lines.append(
+                f"{len(failures)} of {meter_count} meters failed; the others were loaded and bookmarked"
+            )
+        super().__init__("\n".join(lines))
 
 
 class TapExnaton(Tap):
@@ -36,12 +52,33 @@ class TapExnaton(Tap):
             "meters",
             th.ArrayType(
                 th.ObjectType(
-                    th.Property("stream_name", th.StringType, required=True, description="Stream/table name"),
+                    th.Property(
+                        "stream_name", th.StringType, description="Stream/table name (stream per meter)"
+                    ),
                     th.Property("muid", th.StringType, required=True, description="Meter id"),
                 )
             ),
-            default=DEFAULT_METERS,
-            description="Meters to extract, one stream each: a list of {stream_name, muid}",
+            description="Meters to extract: a list of {stream_name, muid}; default: the two Exnaton meters "
+            "muid_1 and muid_2",
+        ),
+        th.Property(
+            "meters_file",
+            th.StringType,
+            description="Path of a CSV file with a header row and a 'muid' column (and 'stream_name' for "
+            "streams per meter), instead of 'meters'",
+        ),
+        th.Property(
+            "stream_per_meter",
+            th.BooleanType,
+            default=True,
+            description="true: one stream (and raw table) per meter, named by stream_name; false: one "
+            f"stream '{FLEET_STREAM}' for every meter, with a bookmark per meter",
+        ),
+        th.Property(
+            "max_concurrent_requests",
+            th.IntegerType(minimum=1),
+            default=DEFAULT_CONCURRENCY,
+            description="HTTP requests in flight at once (each retried on its own)",
         ),
         th.Property(
             "api_mode",
@@ -125,15 +162,32 @@ class TapExnaton(Tap):
     ).to_dict()
 
     def discover_streams(self) -> list[MeterReadingsStream]:
-        """One stream per configured meter, in the configured record layout."""
-        meters = self.config.get("meters") or DEFAULT_METERS
-        names = [meter["stream_name"] for meter in meters]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            msg = f"setting 'meters' names a stream more than once: {', '.join(duplicates)}"
-            raise ExnatonSourceError(msg)
+        """A stream per configured meter, or one fleet stream, in the configured record layout."""
+        meters = self._shard_of(self.configured_meters())
         layout = MeterDaysStream if self.config.get("record_layout") == "meter_day" else MeterReadingsStream
-        return [layout(self, stream_name=m["stream_name"], muid=m["muid"]) for m in self._shard_of(meters)]
+        if not self.config.get("stream_per_meter", True):
+            return [layout(self, name=FLEET_STREAM, muids=[m["muid"] for m in meters], partitioned=True)]
+        return [layout(self, name=m["stream_name"], muids=[m["muid"]]) for m in meters]
+
+    def configured_meters(self) -> list[dict]:
+        """The meters of ``meters_file`` or ``meters`` (default: the two Exnaton meters), checked."""
+        listed, path = self.config.get("meters"), self.config.get("meters_file")
+        if listed and path:
+            msg = "settings 'meters' and 'meters_file' are both set: keep one"
+            raise ExnatonSourceError(msg)
+        meters = read_meters_file(Path(path)) if path else listed or DEFAULT_METERS
+        where = f"meters_file {path}" if path else "setting 'meters'"
+        _reject_duplicates(meters, "muid", where)
+        if self.config.get("stream_per_meter", True):
+            for position, meter in enumerate(meters, start=1):
+                if not meter.get("stream_name"):
+                    msg = (
+                        f"{where}: {meter.get('_line', f'entry {position}')}: muid {meter['muid']} has no "
+                        "stream_name, which a stream per meter needs (or set stream_per_meter: false)"
+                    )
+                    raise ExnatonSourceError(msg)
+            _reject_duplicates(meters, "stream_name", where)
+        return meters
 
     def _shard_of(self, meters: list[dict]) -> list[dict]:
         """The meters of this run's shard; a meter keeps its shard when others are added or removed."""
@@ -143,13 +197,68 @@ class TapExnaton(Tap):
             raise ExnatonSourceError(msg)
         return [m for m in meters if zlib.crc32(m["muid"].encode()) % count == index]
 
+    def meter_failed(self, message: str) -> None:
+        """A meter's source failed: log it now, fail the run once every other meter is done."""
+        self.logger.error("%s", message)
+        self._failures.append(message)
+
+    def sync_all(self) -> None:
+        self._failures: list[str] = []
+        super().sync_all()
+        if self._failures:
+            meter_count = sum(len(stream.muids) for stream in self.streams.values() if stream.selected)
+            raise MetersFailedError(self._failures, meter_count)
+
+
+def read_meters_file(path: Path) -> list[dict]:
+    """The rows of a meters CSV file (header row, a 'muid' column), each with its line for messages."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as file:
+            reader = csv.DictReader(file, skipinitialspace=True)
+            if "muid" not in (reader.fieldnames or []):
+                msg = f"meters_file {path}: line 1: the header row has no 'muid' column"
+                raise ExnatonSourceError(msg)
+            width = len(reader.fieldnames)
+            meters = [_meter_row(row, f"line {reader.line_num}", width, path) for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        msg = f"meters_file {path}: cannot be read: {exc}"
+        raise ExnatonSourceError(msg) from exc
+    if not meters:
+        msg = f"meters_file {path}: lists no meter"
+        raise ExnatonSourceError(msg)
+    return meters
+
+
+def _meter_row(row: dict, line: str, width: int, path: Path) -> dict:
+    if None in row or None in row.values():
+        found = len(row) - 1 + len(row[None]) if None in row else sum(v is not None for v in row.values())
+        msg = f"meters_file {path}: {line}: {found} fields where the header has {width}"
+        raise ExnatonSourceError(msg)
+    meter = {key: value.strip() for key, value in row.items()}
+    if not meter["muid"]:
+        msg = f"meters_file {path}: {line}: the muid is empty"
+        raise ExnatonSourceError(msg)
+    return {**meter, "_line": line}
+
+
+def _reject_duplicates(meters: list[dict], key: str, where: str) -> None:
+    first_seen: dict[str, str] = {}
+    for position, meter in enumerate(meters, start=1):
+        value = meter.get(key)
+        place = meter.get("_line", f"entry {position}")
+        if value in first_seen:
+            msg = f"{where}: {place}: {key} {value} is already on {first_seen[value]}"
+            raise ExnatonSourceError(msg)
+        first_seen[value] = place
+
 
 def main() -> None:
     """CLI entry point: source and config errors end with one clear line and exit code 1."""
     try:
         TapExnaton.cli()
     except ExnatonSourceError as exc:
-        print(f"tap-exnaton: error: {exc}", file=sys.stderr)  # noqa: T201
+        for line in str(exc).splitlines():
+            print(f"tap-exnaton: error: {line}", file=sys.stderr)  # noqa: T201
         sys.exit(1)
 
 

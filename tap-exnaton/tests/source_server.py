@@ -6,6 +6,7 @@ told to answer a path with a scripted sequence of responses first (errors, bad b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -41,11 +42,15 @@ def export_records(muid: str, obis: str, start: datetime, count: int, value=lamb
 class SourceServer:
     """``files``: muid -> list of source records; ``script``: path -> responses to give first, in order."""
 
-    def __init__(self, *, keep: str = "newest") -> None:
+    def __init__(self, *, keep: str = "newest", delay: float = 0.0) -> None:
         self.files: dict[str, list[dict]] = {}
         self.script: dict[str, list[Scripted]] = {}
         self.requests: list[tuple[float, str, dict[str, str]]] = []
         self.keep = keep
+        # Seconds every answer waits (a distant source); in_flight and most_in_flight count requests at once.
+        self.delay = delay
+        self.in_flight = self.most_in_flight = 0
+        self._lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -54,11 +59,13 @@ class SourceServer:
 
             def do_GET(self) -> None:
                 server.requests.append((time.monotonic(), self.path, dict(self.headers)))
-                scripted = server.next_scripted(urlsplit(self.path).path)
-                if scripted is not None:
-                    self.reply(scripted.status, scripted.body, scripted.headers)
-                    return
-                self.reply(*server.answer(self.path))
+                with server.counting_in_flight():
+                    time.sleep(server.delay)
+                    scripted = server.next_scripted(urlsplit(self.path).path)
+                    if scripted is not None:
+                        self.reply(scripted.status, scripted.body, scripted.headers)
+                        return
+                    self.reply(*server.answer(self.path))
 
             def reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
                 self.send_response(status)
@@ -71,6 +78,17 @@ class SourceServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/challenge"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @contextlib.contextmanager
+    def counting_in_flight(self):
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.in_flight -= 1
 
     def next_scripted(self, path: str) -> Scripted | None:
         queue = self.script.get(path)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from source_server import Scripted, export_records
+from source_server import Scripted, SourceServer, export_records
 from tap_exnaton.streams import expand_day_record
 
 UTC = UTC
@@ -309,9 +310,17 @@ def test_append_only_declares_no_keys(source, run_tap):
 
 
 def test_duplicate_stream_names_are_rejected(source, run_tap):
-    run = run_tap(file_config(source, meters=[METERS[0], METERS[0]]), None, "--discover")
+    twice = [METERS[0], {**METERS[1], "stream_name": "muid_1"}]
+    run = run_tap(file_config(source, meters=twice), None, "--discover")
     assert run.returncode == 1
-    assert "more than once: muid_1" in run.stderr
+    assert "setting 'meters': entry 2: stream_name muid_1 is already on entry 1" in run.stderr
+
+
+def test_duplicate_muids_are_rejected(source, run_tap):
+    twice = [METERS[0], {**METERS[0], "stream_name": "again"}]
+    run = run_tap(file_config(source, meters=twice), None, "--discover")
+    assert run.returncode == 1
+    assert f"setting 'meters': entry 2: muid {MUID_1} is already on entry 1" in run.stderr
 
 
 def test_about_lists_every_setting(run_tap):
@@ -450,3 +459,160 @@ def test_shard_index_out_of_range_is_an_error(source, run_tap):
     run = run_tap(file_config(source, shard_count=2, shard_index=2), None, "--discover")
     assert run.returncode == 1
     assert "shard_index" in run.stderr.splitlines()[-1]
+
+
+# --- fleet: one stream for many meters, a bookmark per meter ----------------------------------------
+
+
+def fleet_config(source, meters, **extra) -> dict:
+    return file_config(source, meters=meters, stream_per_meter=False, **extra)
+
+
+def partition_bookmarks(state: dict, stream: str = "readings") -> dict[str, str]:
+    partitions = state["bookmarks"][stream]["partitions"]
+    return {p["context"]["muid"]: p.get("replication_key_value") for p in partitions}
+
+
+@pytest.mark.parametrize("layout", ["reading", "meter_day"])
+def test_fleet_stream_carries_every_meter_with_a_bookmark_each(source, run_tap, layout):
+    serve_two_meters(source, count=8)
+
+    run = run_tap(fleet_config(source, [{"muid": MUID_1}, {"muid": MUID_2}], record_layout=layout))
+
+    assert run.returncode == 0, run.stderr
+    assert [s["stream"] for s in run.messages if s["type"] == "SCHEMA"] == ["readings"]
+    records = run.records("readings")
+    assert {r["muid"] for r in records} == {MUID_1, MUID_2}
+    readings = len(records) if layout == "reading" else sum(r["reading_count"] for r in records)
+    assert readings == 16
+    assert partition_bookmarks(run.final_state).keys() == {MUID_1, MUID_2}
+    assert set(partition_bookmarks(run.final_state).values()) == {"2023-02-01T01:45:00.000Z"}
+
+
+def test_fleet_meter_added_later_starts_at_start_date_the_others_at_their_bookmarks(source, run_tap):
+    serve_two_meters(source, count=8)
+    config = fleet_config(
+        source, [{"muid": MUID_1}], api_mode="measurement", start_date="2023-02-01", end_date="2023-02-02"
+    )
+    first = run_tap(config)
+    assert first.returncode == 0, first.stderr
+    source.requests.clear()
+
+    config["meters"] = [{"muid": MUID_1}, {"muid": MUID_2}]
+    second = run_tap(config, first.final_state)
+
+    assert second.returncode == 0, second.stderr
+    starts = {q["muid"]: q["start"] for q in reversed(source.measurement_queries())}
+    assert starts == {MUID_1: "2023-02-01T01:45:00.000Z", MUID_2: "2023-02-01"}
+    assert [r["timestamp"] for r in second.records() if r["muid"] == MUID_1] == ["2023-02-01T01:45:00.000Z"]
+    assert len([r for r in second.records() if r["muid"] == MUID_2]) == 8
+    assert set(partition_bookmarks(second.final_state).values()) == {"2023-02-01T01:45:00.000Z"}
+
+
+def test_fleet_failing_meter_keeps_its_bookmark_the_others_load_and_move(source, run_tap):
+    serve_two_meters(source, count=8)
+    third = "5b0e9c5e-1c1e-4b1e-9a41-3f7d4ad0b6f1"
+    source.files[third] = export_records(third, IMPORT, FEB_1, 8)
+    meters = [{"muid": MUID_1}, {"muid": MUID_2}, {"muid": third}]
+    state = {"bookmarks": {"readings": {"partitions": [
+        {"context": {"muid": MUID_2}, "replication_key": "timestamp",
+         "replication_key_value": "2023-02-01T00:30:00.000Z"},
+    ]}}}  # fmt: skip
+    source.script[f"/challenge/{MUID_2}.json"] = [Scripted(503)] * 3
+
+    run = run_tap(fleet_config(source, meters, retry_backoff_factor=0.01, max_retries=2), state)
+
+    assert run.returncode == 1
+    errors = [line for line in run.stderr.splitlines() if line.startswith("tap-exnaton: error:")]
+    assert len(errors) == 1 and MUID_2 in errors[0] and "HTTP 503" in errors[0], run.stderr
+    assert errors[0].endswith("(gave up after 3 attempts)")
+    assert {r["muid"] for r in run.records()} == {MUID_1, third}
+    assert partition_bookmarks(run.final_state) == {
+        MUID_2: "2023-02-01T00:30:00.000Z",
+        MUID_1: "2023-02-01T01:45:00.000Z",
+        third: "2023-02-01T01:45:00.000Z",
+    }
+
+
+def test_fleet_fetches_concurrently_within_the_bound(run_tap):
+    source = SourceServer(delay=0.05)
+    try:
+        muids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(200)]
+        for muid in muids:
+            source.files[muid] = export_records(muid, IMPORT, FEB_1, 4)
+        started = time.monotonic()
+        run = run_tap(
+            fleet_config(
+                source, [{"muid": m} for m in muids], max_concurrent_requests=8, record_layout="meter_day"
+            )
+        )
+        wall = time.monotonic() - started
+    finally:
+        source.close()
+    assert run.returncode == 0, run.stderr
+    assert len(source.requests) == 200
+    assert source.most_in_flight == 8
+    assert {r["muid"] for r in run.records()} == set(muids)
+    # One after another, 200 answers of 50 ms take 10 s at the least.
+    assert wall < 10, wall
+
+
+# --- meters_file ------------------------------------------------------------------------------------
+
+
+def write_csv(tmp_path, text: str) -> str:
+    path = tmp_path / "meters.csv"
+    path.write_text(text)
+    return str(path)
+
+
+def test_meters_file_lists_the_meters(source, run_tap, tmp_path):
+    serve_two_meters(source)
+    meters_file = write_csv(tmp_path, f"muid,stream_name,site\n{MUID_1},muid_1,a\n{MUID_2},muid_2,b\n")
+    config = {"base_url": source.base_url, "meters_file": meters_file}
+
+    per_meter = run_tap(config)
+    fleet = run_tap({**config, "stream_per_meter": False})
+
+    assert per_meter.returncode == 0 and fleet.returncode == 0, per_meter.stderr + fleet.stderr
+    assert {m["stream"] for m in per_meter.messages if m["type"] == "RECORD"} == {"muid_1", "muid_2"}
+    assert {r["muid"] for r in fleet.records("readings")} == {MUID_1, MUID_2}
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("stream_name\nmuid_1\n", "line 1: the header row has no 'muid' column"),
+        (f"muid\n{MUID_1}\n \n", "line 3: the muid is empty"),
+        (f"muid\n{MUID_1}\n{MUID_2}\n{MUID_1}\n", f"line 4: muid {MUID_1} is already on line 2"),
+        (f"muid,stream_name\n{MUID_1},a,extra\n", "line 2: 3 fields where the header has 2"),
+        (f"muid,stream_name\n{MUID_1}\n", "line 2: 1 fields where the header has 2"),
+        ("muid\n", "lists no meter"),
+    ],
+    ids=["no muid column", "empty muid", "duplicate muid", "too many fields", "too few fields", "empty"],
+)
+def test_bad_meters_file_fails_before_any_request(source, run_tap, tmp_path, text, complaint):
+    config = {
+        "base_url": source.base_url,
+        "meters_file": write_csv(tmp_path, text),
+        "stream_per_meter": False,
+    }
+    run = run_tap(config)
+    assert run.returncode == 1
+    [error] = [line for line in run.stderr.splitlines() if line.startswith("tap-exnaton: error:")]
+    assert complaint in error and "meters.csv" in error, error
+    assert source.requests == []
+
+
+def test_meters_file_needs_stream_names_for_streams_per_meter(source, run_tap, tmp_path):
+    run = run_tap({"base_url": source.base_url, "meters_file": write_csv(tmp_path, f"muid\n{MUID_1}\n")})
+    assert run.returncode == 1
+    assert "line 2: muid" in run.stderr and "stream_per_meter: false" in run.stderr
+
+
+def test_meters_and_meters_file_together_are_an_error(source, run_tap, tmp_path):
+    config = file_config(source, meters_file=write_csv(tmp_path, f"muid\n{MUID_1}\n"))
+    run = run_tap(config)
+    assert run.returncode == 1
+    assert "'meters' and 'meters_file' are both set" in run.stderr
+    assert source.requests == []
