@@ -1,11 +1,11 @@
 """The READMEs' commands, run as written.
 
 Every fenced ``bash``/``sh``/``shell``/``console`` block of every README.md (and the command of every ``cron``
-line) runs as one ``bash -e -o pipefail`` script, in document order, in the README's folder of a copy of the
-project, with the project's .venv first on PATH (as after ``source .venv/bin/activate``). The copy shares
-the installed environments and talks to the test database and to a local mirror of the source on 127.0.0.1:
-the public source URL and the documented local ports are replaced by the test's own (SUBSTITUTED). A block
-must exit 0 and print no warning (WARNING).
+line) runs as one ``bash -e -o pipefail`` script, in document order, in the root of a copy of the project,
+with the project's .venv first on PATH (as after ``source .venv/bin/activate``). The copy shares the
+installed environments and talks to the test database and to a local mirror of the source on 127.0.0.1: the
+public source URL and the documented local addresses are replaced by the test's own (``substitutions``). A
+block must exit 0 and print no warning (WARNING).
 
 An HTML comment right before a block says how to treat it:
 
@@ -43,8 +43,13 @@ LOOKS_LIKE_MARKER = re.compile(r"^\s*<!--\s*(not[ -]run|serves?)\b", re.IGNORECA
 # Python warnings (DeprecationWarning: …), log records at warning level (meltano, gunicorn, pip, dbt's
 # [WARNING]) and dbt results that warn (`WARN 3 …`, not the `WARN=0` of its summary).
 WARNING = re.compile(r"\w+Warning\b|\bwarning\b|\bWARN\b(?!=)", re.IGNORECASE)
-# Meltano logs this at warning level on the first run of every pipeline (meltano/core/plugin/singer/tap.py).
-EXPECTED_WARNINGS = ("No state was found, complete import.",)
+EXPECTED_WARNINGS = (
+    # Meltano's notice on the first run of every pipeline (meltano/core/plugin/singer/tap.py).
+    "No state was found, complete import.",
+    # The SDK's notice for the tap's `reading` layout in file mode, which passes the files' readings on
+    # unsorted by design (README, "Loading modes"): the bookmark is committed when the stream has finished.
+    "Stream is assumed to be unsorted, progress is not resumable if interrupted",
+)
 LOCAL_ADDRESS = re.compile(r"127\.0\.0\.1:\d+")
 API_ADDRESS, MIRROR_ADDRESS = "127.0.0.1:5000", "127.0.0.1:8000"
 PROJECT_PLACEHOLDER = "/opt/exnaton-elt"  # where the cron line supposes the project
@@ -142,13 +147,10 @@ class DocsProject:
     env: dict[str, str]
     substitutions: dict[str, str]
 
-    def cwd(self, block: Block) -> Path:
-        return self.root / Path(block.document).parent
-
     def run(self, block: Block) -> None:
         result = subprocess.run(
             ["bash", "-e", "-o", "pipefail", "-c", block.script(self.substitutions)],
-            cwd=self.cwd(block),
+            cwd=self.root,
             env=self.env,
             capture_output=True,
             text=True,
@@ -165,7 +167,7 @@ class DocsProject:
         with log.open("w") as out:
             server.process = subprocess.Popen(
                 ["bash", "-e", "-o", "pipefail", "-c", block.script(self.substitutions)],
-                cwd=self.cwd(block),
+                cwd=self.root,
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -191,7 +193,7 @@ class Server:
                     + self.log.read_text()[-6000:]
                 )
             try:
-                with urllib.request.urlopen(self.url, timeout=5):  # noqa: S310 (a 127.0.0.1 URL of the README)
+                with urllib.request.urlopen(self.url, timeout=5):
                     return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.5)
@@ -234,7 +236,9 @@ def copy_project(target: Path) -> Path:
     (target / ".meltano").mkdir()
     for kind in ("extractors", "loaders", "utilities"):
         if (PROJECT_ROOT / ".meltano" / kind).is_dir():
-            (target / ".meltano" / kind).symlink_to(PROJECT_ROOT / ".meltano" / kind, target_is_directory=True)
+            (target / ".meltano" / kind).symlink_to(
+                PROJECT_ROOT / ".meltano" / kind, target_is_directory=True
+            )
     return target
 
 
@@ -313,7 +317,10 @@ def test_warning_pattern_catches_the_noise_of_each_tool():
         "12:00:00  [WARNING]: Deprecated functionality",
         "12:00:00  5 of 74 WARN 3 accepted_values_fct_readings_quality ........ [WARN 3 in 0.05s]",
     ]
-    quiet = ["12:00:00  Done. PASS=74 WARN=0 ERROR=0 SKIP=0 NO-OP=0 TOTAL=74", "[warning  ] meltano  " + EXPECTED_WARNINGS[0]]
+    quiet = [
+        "12:00:00  Done. PASS=74 WARN=0 ERROR=0 SKIP=0 NO-OP=0 TOTAL=74",
+        "[warning  ] meltano  " + EXPECTED_WARNINGS[0],
+    ]
     for line in noisy:
         with pytest.raises(AssertionError):
             assert_no_warnings(line, "example")
@@ -332,7 +339,7 @@ def test_readme_commands_run(document, docs_project, tmp_path):
             if block.marker == "serves":
                 for server in servers:
                     server.stop()
-                servers = [docs_project.serve(block, tmp_path / f"serve-{block.line}.log")]
+                servers.append(docs_project.serve(block, tmp_path / f"serve-{block.line}.log"))
             else:
                 docs_project.run(block)
     finally:

@@ -60,8 +60,16 @@ class Environment:
         )
         packages = json.loads(listing.stdout)
         return cls(
-            {canonicalize_name(p["name"]): p["version"] for p in packages if "editable_project_location" not in p},
-            {Path(p["editable_project_location"]).resolve() for p in packages if "editable_project_location" in p},
+            {
+                canonicalize_name(p["name"]): p["version"]
+                for p in packages
+                if "editable_project_location" not in p
+            },
+            {
+                Path(p["editable_project_location"]).resolve()
+                for p in packages
+                if "editable_project_location" in p
+            },
         )
 
 

@@ -63,7 +63,9 @@ def pip_url_requirements(pip_url: str) -> list[str]:
 def editable_names(requirement_lines: list[str]) -> list[str]:
     """Names of the local packages among the requirements: uv refuses them in a constraints file."""
     paths = [line.split(maxsplit=1)[1] for line in requirement_lines if line.startswith("-e ")]
-    return [tomllib.loads((PROJECT_ROOT / p / "pyproject.toml").read_text())["project"]["name"] for p in paths]
+    return [
+        tomllib.loads((PROJECT_ROOT / p / "pyproject.toml").read_text())["project"]["name"] for p in paths
+    ]
 
 
 def uv_compile(source: str, output: Path, *, stdin: str | None = None, extra: tuple[str, ...] = ()) -> None:
@@ -92,14 +94,14 @@ def lock_all() -> None:
         requirements = pip_url_requirements(pip_url)
         hidden = [f"--no-emit-package={package}" for package in editable_names(requirements)]
         uv_compile("-", plugin_lock(name), stdin="\n".join(requirements) + "\n", extra=tuple(hidden))
-        print(f"locked {name}: {plugin_lock(name).relative_to(PROJECT_ROOT)}")
-    print(f"locked the project: {PROJECT_LOCK.relative_to(PROJECT_ROOT)}")
+        print(f"locked {name}: {plugin_lock(name).relative_to(PROJECT_ROOT)}")  # noqa: T201
+    print(f"locked the project: {PROJECT_LOCK.relative_to(PROJECT_ROOT)}")  # noqa: T201
 
 
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(
-        argv
-    )
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args(argv)
     lock_all()
     return 0
 
