@@ -68,7 +68,9 @@ def editable_names(requirement_lines: list[str]) -> list[str]:
     ]
 
 
-def uv_compile(source: str, output: Path, *, stdin: str | None = None, extra: tuple[str, ...] = ()) -> None:
+def uv_compile(source: str, output: Path, *, stdin: str | None = None, extra: tuple[str, ...] = ()) -> bool:
+    """Resolve ``source`` into ``output``; True when the lock changed (an unchanged one keeps its time, so
+    that `make install` has nothing to do)."""
     from uv import find_uv_bin
 
     command = [
@@ -80,22 +82,30 @@ def uv_compile(source: str, output: Path, *, stdin: str | None = None, extra: tu
         f"--python-version={PYTHON_VERSION}",
         "--upgrade",
         "--custom-compile-command=make lock",
-        f"--output-file={output.relative_to(PROJECT_ROOT)}",
         *extra,
         source,
     ]
-    subprocess.run(command, cwd=PROJECT_ROOT, input=stdin, text=True, check=True)
+    resolved = subprocess.run(
+        command, cwd=PROJECT_ROOT, input=stdin, capture_output=True, text=True, check=True
+    ).stdout
+    if output.is_file() and output.read_text() == resolved:
+        return False
+    output.write_text(resolved)
+    return True
 
 
 def lock_all() -> None:
     LOCKS.mkdir(exist_ok=True)
-    uv_compile(PROJECT_REQUIREMENTS.name, PROJECT_LOCK)
+    changed = [PROJECT_LOCK] if uv_compile(PROJECT_REQUIREMENTS.name, PROJECT_LOCK) else []
     for name, pip_url in plugins().items():
         requirements = pip_url_requirements(pip_url)
-        hidden = [f"--no-emit-package={package}" for package in editable_names(requirements)]
-        uv_compile("-", plugin_lock(name), stdin="\n".join(requirements) + "\n", extra=tuple(hidden))
-        print(f"locked {name}: {plugin_lock(name).relative_to(PROJECT_ROOT)}")  # noqa: T201
-    print(f"locked the project: {PROJECT_LOCK.relative_to(PROJECT_ROOT)}")  # noqa: T201
+        hidden = tuple(f"--no-emit-package={package}" for package in editable_names(requirements))
+        if uv_compile("-", plugin_lock(name), stdin="\n".join(requirements) + "\n", extra=hidden):
+            changed.append(plugin_lock(name))
+    for lock in changed:
+        print(f"updated {lock.relative_to(PROJECT_ROOT)}")  # noqa: T201
+    if not changed:
+        print("every lock is up to date")  # noqa: T201
 
 
 def main(argv: list[str] | None = None) -> int:
