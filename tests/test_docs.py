@@ -148,6 +148,7 @@ class DocsProject:
     substitutions: dict[str, str]
 
     def run(self, block: Block) -> None:
+        mark_installed(self.root)
         result = subprocess.run(
             ["bash", "-e", "-o", "pipefail", "-c", block.script(self.substitutions)],
             cwd=self.root,
@@ -162,6 +163,7 @@ class DocsProject:
         assert_no_warnings(output, block.where)
 
     def serve(self, block: Block, log: Path) -> Server:
+        mark_installed(self.root)
         url = substitute(block.marker_text, self.substitutions)
         server = Server(block, url, log)
         with log.open("w") as out:
@@ -211,14 +213,12 @@ class Server:
 
 
 def copy_project(target: Path) -> Path:
-    """The project's files (tracked or new), sharing the installed .venv and plugins of the project.
+    """The project's files (tracked or new), sharing the installed environments of the project.
 
-    The copies keep the time of the last `make install`, so `make` in the copy sees it installed and never
-    reinstalls into the shared environments.
+    Its .venv is a folder of links to the project's, with an install stamp of its own (``mark_installed``).
     """
     stamp = PROJECT_ROOT / ".venv" / ".install-stamp"
     assert stamp.is_file(), "run `make install` first"
-    installed_at = stamp.stat().st_mtime_ns
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=PROJECT_ROOT,
@@ -231,8 +231,12 @@ def copy_project(target: Path) -> Path:
         if source.is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
-            os.utime(target / name, ns=(installed_at, installed_at))
-    (target / ".venv").symlink_to(PROJECT_ROOT / ".venv", target_is_directory=True)
+    venv = target / ".venv"
+    venv.mkdir()
+    for entry in (PROJECT_ROOT / ".venv").iterdir():
+        if entry.name != stamp.name:
+            (venv / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    mark_installed(target)
     (target / ".meltano").mkdir()
     for kind in ("extractors", "loaders", "utilities"):
         if (PROJECT_ROOT / ".meltano" / kind).is_dir():
@@ -240,6 +244,12 @@ def copy_project(target: Path) -> Path:
                 PROJECT_ROOT / ".meltano" / kind, target_is_directory=True
             )
     return target
+
+
+def mark_installed(project: Path) -> None:
+    """Date the copy's install stamp now, so that `make` in a block never installs into the shared
+    environments: a file a block rewrote (`meltano config set` rewrites meltano.yml) would look newer."""
+    (project / ".venv" / ".install-stamp").touch()
 
 
 def write_source(directory: Path) -> Path:

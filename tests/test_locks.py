@@ -23,8 +23,9 @@ from tools.lock import (
     plugins,
 )
 
-# `python -m venv` puts them in .venv to install uv with; `uv pip sync` leaves them there.
-VENV_SEED_PACKAGES = {"pip", "setuptools"}
+# `python -m venv` of Python 3.11 seeds .venv with setuptools besides pip (which Meltano needs, so it is locked);
+# `uv pip sync` leaves seed packages alone.
+VENV_SEED_PACKAGES = {"setuptools"}
 
 
 class Environment:
