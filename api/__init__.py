@@ -21,6 +21,8 @@ from api.schemas import ApiErrorSchema
 
 # Data endpoints: they need an API key when API_KEYS is set, and carry the last load time.
 DATA_PREFIXES = ("/api/v1/", "/meterdata/")
+# Either header opens the data endpoints (OpenAPI: a list of alternatives).
+SECURITY_REQUIREMENT = [{"bearer": []}, {"apiKey": []}]
 LOADED_AT_HEADER = "X-Data-Loaded-At"
 LOADED_AT_TTL_SECONDS = 5.0
 
@@ -65,7 +67,12 @@ def create_app(overrides: dict | None = None) -> Flask:
         OPENAPI_SWAGGER_UI_PATH="/docs",
         # Swagger UI's assets come from the swagger-ui-bundle wheel, served here: /docs works offline.
         OPENAPI_SWAGGER_UI_URL="/docs-assets/",
-        API_SPEC_OPTIONS={"info": {"description": _spec_description()}},
+        API_SPEC_OPTIONS={
+            "info": {"description": _spec_description()},
+            # Declared only when keys are needed, so that Swagger UI's "Authorize" sends one; the open
+            # operations (health, ready) override it with no requirement.
+            **({"security": SECURITY_REQUIREMENT} if settings.api_keys else {}),
+        },
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False
@@ -78,6 +85,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     api = JsonErrorApi(app)
     _register_blueprints(api)
     _register_docs_assets(app)
+    _register_dashboard(app)
     _register_security(app, api, settings)
     _register_loaded_at(app)
     app.register_error_handler(DatabaseUnavailable, _database_unavailable)
@@ -92,6 +100,13 @@ def _register_blueprints(api: Api) -> None:
 
     for blueprint in (meters.blp, meterdata.blp, health.blp):
         api.register_blueprint(blueprint)
+    api.register_blueprint(meterdata.blp, name=meterdata.V1_NAME, url_prefix=meterdata.V1_PREFIX)
+
+
+def _register_dashboard(app: Flask) -> None:
+    from api.dashboard import blp
+
+    app.register_blueprint(blp)
 
 
 def _register_docs_assets(app: Flask) -> None:

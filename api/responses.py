@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import typing as t
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from flask import Response, current_app, request
+from flask_smorest import Blueprint, abort
 
 if t.TYPE_CHECKING:
+    from flask_smorest.pagination import PaginationParameters
+
     from api.config import Settings
     from api.queries import Queries
 
@@ -31,6 +35,33 @@ def wants_csv(args: dict) -> bool:
         best == "text/csv"
         and request.accept_mimetypes["text/csv"] > request.accept_mimetypes["application/json"]
     )
+
+
+def csv_documented(columns: list[str]):
+    """Documents the CSV answer (``format=csv`` or ``Accept: text/csv``) beside the JSON one."""
+    return Blueprint.doc(
+        responses={
+            200: {
+                "content": {
+                    "text/csv": {
+                        "schema": {"type": "string", "example": ",".join(columns) + "\n"},
+                    }
+                }
+            }
+        }
+    )
+
+
+def check_page(pagination: PaginationParameters, total: int) -> None:
+    """Sets the X-Pagination total; a page beyond the last one is a 404 (the first page always exists)."""
+    pagination.item_count = total
+    last_page = max(1, math.ceil(total / pagination.page_size))
+    if pagination.page > last_page:
+        abort(
+            404,
+            message=f"Page {pagination.page} is beyond the last page ({last_page}).",
+            errors={"query": {"page": ["beyond the last page"]}},
+        )
 
 
 def csv_response(rows: list[dict], columns: list[str], filename: str) -> Response:

@@ -98,6 +98,14 @@ class TimezoneArgs(Schema):
             raise ValidationError(f"Unknown IANA time zone {value[:64]!r}.")
 
 
+class MetersArgs(Schema):
+    muid_prefix = fields.String(
+        load_default="",
+        validate=[validate.Length(max=100), PRINTABLE],
+        metadata={"description": "Only meters whose muid starts with this (any case)", "example": "95ce"},
+    )
+
+
 class ReadingsArgs(RangeArgs):
     obis = fields.String(
         validate=_validate_obis, metadata={"description": "Only this OBIS code", "example": "0100011D00FF"}

@@ -11,6 +11,8 @@ WHOLE_FIRST_RUN = "ours: the same, first run of a fresh checkout (dbt parses the
 EL_DAY = "ours: meltano run tap-exnaton target-postgres (meter_day)"
 EL_READING = "ours: meltano run tap-exnaton target-postgres (reading)"
 RSS_LIMIT_MB = 300
+QUARTER_LIMIT_S = 30
+SLOPE_LIMIT_MS = 2
 
 
 # The hand-kept log of what each change did, below this heading in BENCHMARKS.md, survives a new report.
@@ -65,6 +67,7 @@ def _lines(payload: dict) -> list[str]:
         "```bash",
         "make bench                                   # default: 20 meters × 365 days, 3 runs each",
         ".venv/bin/python -m benchmarks.run --meters 4 --days 30 --repeat 1 --only physical,el",
+        ".venv/bin/python -m benchmarks.run --repeat 1 --only fleet,quarter,slope   # the fleet shapes alone",
         "```",
         "",
         "The peer (dlt) gets its own virtualenv in `benchmarks/.venv-peer` on first use. The API step needs",
@@ -104,6 +107,7 @@ def _targets(results: dict) -> list[str]:
     if layouts is not None:
         rows.append(f"| (before/after) EL meter_day vs reading layout | {layouts:.2f}× | – |")
     rows += _memory_rows(results)
+    rows += _fleet_rows(results)
     if "dbt models" in results:
         dbt = results["dbt models"]
         ratio = dbt["incremental_to_full"]
@@ -123,6 +127,54 @@ def _targets(results: dict) -> list[str]:
         rows.append(
             f"| Month of readings (2,688 rows): API p50 ≤ 2× the same SQL through psycopg | {month:.1f} ms vs "
             f"{base:.1f} ms = {month / base:.2f}× | {_verdict(month <= 2 * base)} |"
+        )
+    return rows
+
+
+def _labelled(results: dict, prefix: str) -> tuple[str, dict] | None:
+    """The result whose label starts with ``prefix`` (fleet labels end with their sizes)."""
+    return next(((name, figure) for name, figure in results.items() if name.startswith(prefix)), None)
+
+
+def _fleet_rows(results: dict) -> list[str]:
+    from benchmarks.fleet import BACKFILL, BACKFILL_DLT, COST_PER_METER, QUARTER, QUARTER_DELAYED
+
+    rows = []
+    ours, peer = _labelled(results, BACKFILL), _labelled(results, BACKFILL_DLT)
+    if ours and peer:
+        ratio = ours[1]["rows_per_s"] / peer[1]["rows_per_s"]
+        rows.append(
+            f"| Fleet backfill (1,000 meters × 2 days): source to marts ≥ 2× dlt default | {ratio:.2f}× "
+            f"({ours[1]['wall_s']} s vs {peer[1]['wall_s']} s) | {_verdict(ratio >= 2)} |"
+        )
+    quarter = _labelled(results, QUARTER)
+    if quarter:
+        wall = quarter[1]["wall_s"]
+        rows.append(
+            f"| Quarter-hourly, 10,000 meters, one new reading each: whole run ≤ {QUARTER_LIMIT_S} s | "
+            f"{wall} s | {_verdict(wall <= QUARTER_LIMIT_S)} |"
+        )
+    delayed = _labelled(results, QUARTER_DELAYED)
+    if delayed:
+        rows.append(f"| (apart) the same with 50 ms per source response | {delayed[1]['wall_s']} s | – |")
+    if "fleet slope" in results:
+        slope = results["fleet slope"]
+        walls = ", ".join(f"{int(size):,}: {wall} s" for size, wall in slope["walls_s"].items())
+        rows.append(
+            f"| Slope ≤ {SLOPE_LIMIT_MS} ms of wall time per additional meter (fleet stream) | "
+            f"{slope['ms_per_meter']} ms ({walls}) | {_verdict(slope['ms_per_meter'] <= SLOPE_LIMIT_MS)} |"
+        )
+    largest = [
+        figure
+        for name, figure in results.items()
+        if name.startswith((QUARTER, QUARTER_DELAYED, COST_PER_METER)) and "10,000 meters" in name
+    ]
+    peaks = [(mb, proc) for figure in largest for proc, mb in figure.get("peak_rss_mb", {}).items()]
+    if peaks:
+        mb, proc = max(peaks)
+        rows.append(
+            f"| Peak RSS of each process < {RSS_LIMIT_MB} MB at 10,000 meters | largest: {proc} {mb} MB | "
+            f"{_verdict(mb < RSS_LIMIT_MB)} |"
         )
     return rows
 

@@ -1,6 +1,9 @@
 """`make bench`: the pipeline against the physical limit and a peer, on the same data and database.
 
-    python -m benchmarks.run [--meters 20] [--days 365] [--repeat 3] [--only physical,dlt,el,whole,dbt,api]
+    python -m benchmarks.run [--meters 20] [--days 365] [--repeat 3] [--only physical,dlt,el,whole,dbt,api,...]
+
+The steps physical..api run on --meters x --days through a stream per meter; fleet, quarter and slope are
+the fleet shapes of benchmarks/fleet.py (fixed sizes, the fleet stream).
 
 Writes BENCHMARKS.md (table, ratios, machine facts) and benchmarks/results/<timestamp>.json.
 """
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import psycopg
 
+from benchmarks.fleet import step_fleet, step_quarter, step_slope
 from benchmarks.load import api_figures
 from benchmarks.measure import Measured, median, run_measured
 from benchmarks.report import WHOLE, WHOLE_FIRST_RUN
@@ -30,7 +34,7 @@ from tools.synthetic import day_start, meters_setting, synthetic_meters, write_e
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "benchmarks"
 PEER_VENV = HERE / ".venv-peer"
-STEPS = ("physical", "dlt", "el", "whole", "dbt", "api")
+STEPS = ("physical", "dlt", "el", "whole", "dbt", "api", "fleet", "quarter", "slope")
 START = "2023-01-01"
 
 
@@ -45,6 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--api-seconds", type=int, default=10)
     parser.add_argument(
         "--load-seconds", type=int, default=60, help="the 32-connection load test; 0 skips it"
+    )
+    parser.add_argument(
+        "--fleet-scale", type=float, default=1.0, help="multiplies the meter counts of the fleet shapes"
     )
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     return parser.parse_args(argv)
@@ -106,10 +113,14 @@ def count(pg: dict[str, str], query: str) -> int:
 
 
 def check_loaded(bench: Bench, pg: dict[str, str], what: str, query: str) -> None:
+    check_count(pg, what, query, bench.readings)
+
+
+def check_count(pg: dict[str, str], what: str, query: str, expected: int) -> None:
     """A figure only counts when every reading arrived."""
     loaded = count(pg, query)
-    if loaded != bench.readings:
-        raise SystemExit(f"{what}: {loaded} readings loaded, {bench.readings} expected")
+    if loaded != expected:
+        raise SystemExit(f"{what}: {loaded} readings loaded, {expected} expected")
 
 
 def reset_schemas(pg: dict[str, str]) -> None:
@@ -138,21 +149,24 @@ def ensure_peer_venv() -> Path:
 
 
 def step_dlt(bench: Bench, pg: dict[str, str], mirror: Mirror) -> None:
-    python = ensure_peer_venv()
     runs = []
     for _ in range(bench.args.repeat):
         reset_schemas(pg)
-        env = {**os.environ, **pg, "BENCH_DLT_DIR": str(bench.work / "dlt"), "RUNTIME__LOG_LEVEL": "WARNING"}
-        command = [str(python), str(HERE / "peer_dlt.py"), mirror.base_url, *[m.muid for m in bench.meters]]
-        runs.append(run_measured(command, env=env, cwd=str(ROOT)))
+        runs.append(run_dlt(bench, pg, mirror.base_url, [m.muid for m in bench.meters]))
         check_loaded(bench, pg, "dlt", "select count(*) from bench_dlt.readings")
     bench.record("peer: dlt default (append)", runs, bench.readings)
 
 
+def run_dlt(bench: Bench, pg: dict[str, str], base_url: str, muids: list[str]) -> Measured:
+    python = ensure_peer_venv()
+    env = {**os.environ, **pg, "BENCH_DLT_DIR": str(bench.work / "dlt"), "RUNTIME__LOG_LEVEL": "WARNING"}
+    return run_measured([str(python), str(HERE / "peer_dlt.py"), base_url, *muids], env=env, cwd=str(ROOT))
+
+
 def step_el(bench: Bench, pg: dict[str, str], mirror: Mirror) -> None:
-    # The loader's batch of 200 records suits day records (19,200 readings); one record per reading wants the
-    # loader's own default of 10,000 (with 200 it spends its time in thousands of small merges).
-    for layout, batch in (("reading", "10000"), ("meter_day", "200")):
+    # Day records take the project's batch of 2,000 (meltano.yml); one record per reading wants the loader's
+    # own default of 10,000 (with fewer it spends its time in thousands of small merges).
+    for layout, batch in (("reading", "10000"), ("meter_day", "2000")):
         runs = []
         for index in range(bench.args.repeat):
             reset_schemas(pg)
@@ -236,6 +250,19 @@ def step_api(bench: Bench, pg: dict[str, str], mirror: Mirror) -> None:
     )
 
 
+STEP_FUNCTIONS = {
+    "physical": step_physical,
+    "dlt": step_dlt,
+    "el": step_el,
+    "whole": step_whole,
+    "dbt": step_dbt,
+    "api": step_api,
+    "fleet": step_fleet,
+    "quarter": step_quarter,
+    "slope": step_slope,
+}
+
+
 def machine_facts(pg: dict[str, str]) -> dict:
     import psutil
 
@@ -269,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         facts = machine_facts(pg)
         with Mirror(bench.source) as mirror:
             for step in steps:
-                globals()[f"step_{step}"](bench, pg, mirror)
+                STEP_FUNCTIONS[step](bench, pg, mirror)
     finally:
         drop_database(pg)
     from benchmarks.report import write_report

@@ -64,6 +64,35 @@ def test_meters_lists_every_meter_with_its_channels(client, warehouse):
     assert meters[MUID_2]["channels"][0]["direction"] == "export"
 
 
+def test_meters_are_paginated_in_muid_order(client, warehouse):
+    everyone = client.get("/api/v1/meters").get_json()
+    assert [m["muid"] for m in everyone] == sorted(m.muid for m in warehouse.meters)
+    pages = []
+    for page in (1, 2):
+        response = client.get(f"/api/v1/meters?page_size=1&page={page}")
+        pagination = json.loads(response.headers["X-Pagination"])
+        assert (pagination["total"], pagination["total_pages"], pagination["page"]) == (
+            len(everyone),
+            len(everyone),
+            page,
+        )
+        pages += response.get_json()
+    assert pages == everyone[:2] and pages[0]["channels"]
+    assert_error(client.get(f"/api/v1/meters?page_size=1&page={len(everyone) + 1}"), 404, "page")
+    assert_error(client.get("/api/v1/meters?page_size=1001"), 422, "page_size")
+
+
+def test_meters_filtered_by_muid_prefix(client):
+    for prefix in ("95ce", "95CE3367-", MUID_1):
+        response = client.get(f"/api/v1/meters?muid_prefix={prefix}")
+        assert [m["muid"] for m in response.get_json()] == [MUID_1], prefix
+        assert json.loads(response.headers["X-Pagination"])["total"] == 1
+    nothing = client.get("/api/v1/meters?muid_prefix=zz%25")
+    assert nothing.status_code == 200 and nothing.get_json() == []
+    assert json.loads(nothing.headers["X-Pagination"])["total"] == 0
+    assert_error(client.get("/api/v1/meters?muid_prefix=" + "a" * 101), 422, "muid_prefix")
+
+
 def test_one_meter_and_unknown_meter(client):
     assert client.get(f"/api/v1/meters/{MUID_2}").get_json()["stream_name"] == "muid_2"
     assert_error(client.get("/api/v1/meters/does-not-exist"), 404)
@@ -120,11 +149,24 @@ def test_readings_filter_by_obis(client):
 
 def test_readings_as_csv(client):
     url = f"/api/v1/meters/{MUID_1}/readings?start=2023-02-01T00:00:00Z&end=2023-02-01T01:00:00Z"
+    as_json = client.get(url)
+    assert as_json.mimetype == "application/json"
     for response in (client.get(url + "&format=csv"), client.get(url, headers={"Accept": "text/csv"})):
         assert response.mimetype == "text/csv"
         rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
         assert [r["reading_at"] for r in rows] == [f"2023-02-01T00:{m:02d}:00+00:00" for m in (0, 15, 30, 45)]
-    assert client.get(url).mimetype == "application/json"
+        assert rows == [{k: str(v) for k, v in row.items()} for row in as_json.get_json()]
+        assert response.headers["X-Pagination"] == as_json.headers["X-Pagination"]
+
+
+def test_readings_without_bounds_span_the_meter_and_empty_ranges_are_empty_pages(client, warehouse):
+    everything = client.get(f"/api/v1/meters/{MUID_1}/readings?page_size=1")
+    total = warehouse.scalar("select count(*) from marts.fct_readings where muid = %s", [MUID_1])
+    assert json.loads(everything.headers["X-Pagination"])["total"] == total
+    assert everything.get_json()[0]["reading_at"] == "2023-02-01T00:00:00+00:00"
+    empty = client.get(f"/api/v1/meters/{MUID_1}/readings?start=2020-01-01&end=2020-01-02")
+    assert empty.status_code == 200 and empty.get_json() == []
+    assert_error(client.get("/api/v1/meters/not-a-meter/readings?start=2023-02-01&end=2023-02-02"), 404)
 
 
 @pytest.mark.parametrize(
@@ -305,6 +347,35 @@ def test_openapi_document_is_valid_and_complete(client):
         assert "200" in operation["responses"], path
     energy_parameters = {p["name"] for p in paths["/api/v1/meters/{muid}/energy"]["get"]["parameters"]}
     assert {"interval", "start", "end", "tz", "obis", "format"} <= energy_parameters
+    meters_parameters = {p["name"] for p in paths["/api/v1/meters"]["get"]["parameters"]}
+    assert {"page", "page_size", "muid_prefix"} <= meters_parameters
+    for path in ("readings", "energy", "completeness"):
+        content = paths[f"/api/v1/meters/{{muid}}/{path}"]["get"]["responses"]["200"]["content"]
+        assert set(content) == {"application/json", "text/csv"}, path
+    assert "security" not in spec  # no keys configured: nothing to authorize
+
+
+def test_openapi_declares_the_key_when_keys_are_used(warehouse):
+    app = create_app({"conninfo": conninfo(warehouse.pg), "api_keys": ["k-123"]})
+    client = app.test_client()
+    spec = client.get("/openapi.json").get_json()
+    validate(spec)
+    assert spec["security"] == [{"bearer": []}, {"apiKey": []}]
+    assert spec["components"]["securitySchemes"]["apiKey"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+    }
+    for path in ("/health", "/ready"):
+        assert spec["paths"][path]["get"]["security"] == [], path
+        assert client.get(path).status_code == 200
+    data_operations = [
+        op
+        for path, item in spec["paths"].items()
+        if path not in ("/health", "/ready")
+        for op in item.values()
+    ]
+    assert data_operations and all("security" not in op for op in data_operations)  # the document's default
 
 
 def test_swagger_ui_is_served_with_local_assets(client):

@@ -30,6 +30,7 @@ HOSTILE = [
     "NaN",
 ]
 PARAMETERS = {
+    "/api/v1/meters": ["muid_prefix", "page", "page_size"],
     f"/api/v1/meters/{MUID}/readings": ["start", "end", "obis", "page", "page_size", "format"],
     f"/api/v1/meters/{MUID}/energy": ["start", "end", "obis", "interval", "tz", "format"],
     f"/api/v1/meters/{MUID}/completeness": ["start", "end", "tz"],

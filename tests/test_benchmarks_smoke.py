@@ -23,7 +23,9 @@ def test_harness_measures_and_writes_the_report(tmp_path):
             "--repeat",
             "1",
             "--only",
-            "physical,el,whole",
+            "physical,el,whole,quarter,slope",
+            "--fleet-scale",
+            "0.002",
             "--output",
             str(report),
         ]
@@ -34,11 +36,18 @@ def test_harness_measures_and_writes_the_report(tmp_path):
     assert "| ours: meltano run tap-exnaton target-postgres (reading) |" in text
     assert "(before/after) EL meter_day vs reading layout" in text
     assert f"| {run.WHOLE} |" in text and f"| {run.WHOLE_FIRST_RUN} |" in text
+    # The fleet shapes at 20 meters (1 / 2 / 20 for the slope); the fleet backfill needs the peer's venv.
+    assert "| quarter-hourly, one new reading per meter, whole run: 20 meters |" in text
+    assert "| quarter-hourly, 50 ms added to every source response: 20 meters |" in text
+    assert "Slope ≤ 2 ms of wall time per additional meter" in text
     # The hand-kept log of changes survives; the old figures do not.
     assert "stale figures" not in text
     assert text.rstrip().endswith("## Changes and their effect\n\n| 2026-11-25 | a change | 1.1× |")
     latest = max((run.HERE / "results").glob("*.json"))
     payload = json.loads(latest.read_text())
     assert payload["size"] == {"meters": 2, "days": 2, "readings": 2 * 2 * 96}
-    for figure in payload["results"].values():
-        assert figure["wall_s"] > 0 and figure["rows_per_s"] > 0
+    for name, figure in payload["results"].items():
+        if name == "fleet slope":
+            assert set(figure["walls_s"]) == {"1", "2", "20"}
+        else:
+            assert figure["wall_s"] > 0 and figure["rows_per_s"] > 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import threading
+import time
 from datetime import UTC, datetime
 from functools import cached_property
 from http import HTTPStatus
@@ -61,15 +62,34 @@ def parse_bound(value: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+class SourceHTTPServer(ThreadingHTTPServer):
+    """A threading server that takes a fleet's worth of concurrent connections.
+
+    socketserver's default listen backlog of 5 drops the connections of a burst beyond it, and the client
+    only retries them a second later: a concurrent tap would look slower than a serial one.
+    """
+
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class MirrorHandler(BaseHTTPRequestHandler):
     data: MirrorData
     requests_seen: list[str]
+    # Keep-alive, as S3 and the API do (every answer has a Content-Length).
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: with Nagle on, the body waits for the client's delayed ACK.
+    disable_nagle_algorithm = True
+    # Seconds to wait before every answer: a distant source, for benchmarks of concurrent fetching.
+    delay = 0.0
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet: tests and `make mirror` do not need a line per request."""
 
     def do_GET(self) -> None:
         self.requests_seen.append(self.path)
+        if self.delay:
+            time.sleep(self.delay)
         url = urlsplit(self.path)
         if url.path.endswith("/meterdata/measurement"):
             self._measurement(parse_qs(url.query))
@@ -104,14 +124,14 @@ class MirrorHandler(BaseHTTPRequestHandler):
 class Mirror:
     """A running mirror server; ``base_url`` is what ``TAP_EXNATON_BASE_URL`` takes."""
 
-    def __init__(self, directory: Path, *, port: int = 0, keep: str = "newest") -> None:
+    def __init__(self, directory: Path, *, port: int = 0, keep: str = "newest", delay: float = 0.0) -> None:
         handler = type(
             "BoundMirrorHandler",
             (MirrorHandler,),
-            {"data": MirrorData(Path(directory).resolve(), keep=keep), "requests_seen": []},
+            {"data": MirrorData(Path(directory).resolve(), keep=keep), "requests_seen": [], "delay": delay},
         )
         self.handler = handler
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.server = SourceHTTPServer(("127.0.0.1", port), handler)
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/challenge"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -132,10 +152,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tools.mirror", description=__doc__.splitlines()[0])
     parser.add_argument("directory", type=Path, help="folder with <muid>.json export files")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--delay-ms", type=float, default=0.0, help="wait before every answer (a distant source)"
+    )
     args = parser.parse_args()
     if not args.directory.is_dir():
         parser.error(f"{args.directory} is not a directory")
-    mirror = Mirror(args.directory, port=args.port)
+    mirror = Mirror(args.directory, port=args.port, delay=args.delay_ms / 1000)
     print(f"serving {args.directory} at {mirror.base_url} (Ctrl-C stops)")  # noqa: T201
     try:
         mirror.server.serve_forever()

@@ -13,14 +13,8 @@ blp = Blueprint(
     description="Exnaton-compatible endpoint: `GET /meterdata/measurement` as the upstream API answers it "
     "(also under /api/v1)",
 )
-
-
-MEASUREMENT_DOC = """Readings in the upstream format: `{"data": [...]}`, newest first, one record per timestamp.
-
-Each record: `measurement`, `timestamp` (`2023-02-28T23:45:00.000Z`), `tags` (`muid`, `quality`) and one key
-per OBIS code holding the kWh value, e.g. `"0100011D00FF": 0.0117`. Bounds without offset are UTC; `end` is
-accepted for `stop`, as in an older upstream version. At most `limit` timestamps, the newest ones.
-"""
+# Mounted at the root (as upstream) and under /api/v1: see api._register_blueprints.
+V1_NAME, V1_PREFIX = "meterdata_v1", "/api/v1"
 
 
 def build_response(args: dict) -> dict:
@@ -53,17 +47,15 @@ def build_response(args: dict) -> dict:
     return {"data": records}
 
 
-def _register(path: str, endpoint: str) -> None:
-    def view(args):
-        return build_response(args)
+@blp.route("/meterdata/measurement")
+@blp.arguments(MeasurementArgs, location="query", as_kwargs=False)
+@blp.response(200, UpstreamResponseSchema)
+@blp.alt_response(422, schema=ApiErrorSchema, description="A bad parameter")
+def measurement(args):
+    """Readings in the upstream format: `{"data": [...]}`, newest first, one record per timestamp.
 
-    # flask-smorest reads the docstring when decorating: it must be there first.
-    view.__doc__ = MEASUREMENT_DOC
-    view = blp.alt_response(422, schema=ApiErrorSchema, description="A bad parameter")(view)
-    view = blp.response(200, UpstreamResponseSchema)(view)
-    view = blp.arguments(MeasurementArgs, location="query", as_kwargs=False)(view)
-    blp.route(path, endpoint=endpoint)(view)
-
-
-_register("/meterdata/measurement", "measurement")
-_register("/api/v1/meterdata/measurement", "measurement_v1")
+    Each record: `measurement`, `timestamp` (`2023-02-28T23:45:00.000Z`), `tags` (`muid`, `quality`) and one
+    key per OBIS code holding the kWh value, e.g. `"0100011D00FF": 0.0117`. Bounds without offset are UTC;
+    `end` is accepted for `stop`, as in an older upstream version. At most `limit` timestamps, the newest.
+    """
+    return build_response(args)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import json
 import os
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -11,13 +11,22 @@ from flask import Response
 from flask_smorest import Blueprint, abort
 
 from api.queries import CALENDAR_INTERVALS
-from api.responses import csv_response, number, queries, settings, wants_csv
+from api.responses import (
+    check_page,
+    csv_documented,
+    csv_response,
+    number,
+    queries,
+    settings,
+    wants_csv,
+)
 from api.schemas import (
     ApiErrorSchema,
     CompletenessArgs,
     CompletenessSchema,
     EnergyArgs,
     EnergySchema,
+    MetersArgs,
     MeterSchema,
     ReadingsArgs,
     ReadingSchema,
@@ -27,6 +36,25 @@ from api.schemas import (
 blp = Blueprint("meters", __name__, url_prefix="/api/v1/meters", description="Meters and their energy data")
 # Read at import: flask-smorest documents the cap in the OpenAPI spec.
 MAX_PAGE_SIZE = int(os.environ.get("API_MAX_PAGE_SIZE", 5000))
+MAX_METERS_PAGE_SIZE = 1000
+READING_COLUMNS = ["obis_code", "reading_at", "energy_kwh", "quality"]
+BUCKET_COLUMNS = [
+    "obis_code",
+    "start",
+    "end",
+    "energy_kwh",
+    "reading_count",
+    "expected_intervals",
+    "completeness_pct",
+]
+DAY_COLUMNS = [
+    "obis_code",
+    "day",
+    "expected_intervals",
+    "received_intervals",
+    "missing_intervals",
+    "completeness_pct",
+]
 BUCKET_LENGTH = {
     "15min": timedelta(minutes=15),
     "hour": timedelta(hours=1),
@@ -36,9 +64,14 @@ BUCKET_LENGTH = {
 }
 
 
-def meter_or_404(muid: str) -> dict:
+def check_muid(muid: str) -> None:
+    """A muid no meter can have (PostgreSQL text cannot even hold NUL) is unknown without a query."""
     if len(muid) > 100 or not muid.isprintable():
         abort(404, message="Unknown meter (muid).")
+
+
+def meter_or_404(muid: str) -> dict:
+    check_muid(muid)
     channels = queries().meter_channels(muid)
     if not channels:
         abort(404, message=f"Unknown meter (muid) {muid!r}.")
@@ -65,8 +98,9 @@ def summarize(channels: list[dict]) -> list[dict]:
     return list(meters.values())
 
 
-def data_range(meter: dict, args: dict, tz: str) -> tuple[datetime, datetime]:
-    """[start, end) of the request; missing bounds default to the meter's own first and last reading."""
+def data_range(meter: dict | None, args: dict, tz: str) -> tuple[datetime, datetime]:
+    """[start, end) of the request; missing bounds default to the meter's own first and last reading (the
+    meter is needed only then)."""
     start = resolve_moment(args.get("start"), tz) or meter["first_reading_at"]
     end = resolve_moment(args.get("end"), tz) or (
         meter["last_reading_at"] + timedelta(minutes=15) if meter["last_reading_at"] else None
@@ -81,10 +115,22 @@ def data_range(meter: dict, args: dict, tz: str) -> tuple[datetime, datetime]:
 
 
 @blp.route("")
+@blp.arguments(MetersArgs, location="query", as_kwargs=False)
 @blp.response(200, MeterSchema(many=True))
-def list_meters():
-    """All meters, each with its OBIS channels (import/export) and data range."""
-    return summarize(queries().meter_channels())
+@blp.alt_response(404, schema=ApiErrorSchema, description="A page beyond the last one")
+@blp.paginate(page_size=100, max_page_size=MAX_METERS_PAGE_SIZE)
+def list_meters(args, pagination_parameters):
+    """Meters, each with its OBIS channels (import/export) and data range.
+
+    Ordered by muid, paginated (X-Pagination header); `muid_prefix` keeps the meters whose muid starts with
+    it (any case).
+    """
+    prefix = args["muid_prefix"]
+    check_page(pagination_parameters, queries().meter_count(prefix))
+    channels = queries().meter_channels(
+        muid_prefix=prefix, offset=pagination_parameters.first_item, limit=pagination_parameters.page_size
+    )
+    return summarize(channels)
 
 
 @blp.route("/<string:muid>")
@@ -100,45 +146,33 @@ def get_meter(muid):
 @blp.response(200, ReadingSchema(many=True), description="Readings in ascending time; CSV on request")
 @blp.alt_response(404, schema=ApiErrorSchema, description="Unknown meter, or a page beyond the last one")
 @blp.paginate(page_size=500, max_page_size=MAX_PAGE_SIZE)
+@csv_documented(READING_COLUMNS)
 def get_readings(args, muid, pagination_parameters):
     """15-minute readings of a meter in [start, end), ascending, paginated (X-Pagination header).
 
-    Bounds are ISO 8601; a date or a date-time without offset is UTC. `page_size` is capped by the
-    server (`API_MAX_PAGE_SIZE`).
+    Bounds are ISO 8601; a date or a date-time without offset is UTC; a missing bound is the meter's first
+    or last reading. `page_size` is capped by the server (`API_MAX_PAGE_SIZE`).
     """
-    page, page_size = pagination_parameters.page, pagination_parameters.page_size
-    if args.get("start") and args.get("end") and not wants_csv(args) and muid.isprintable():
-        # The common case of a chart: one query, JSON rendered by PostgreSQL.
-        start, end = resolve_moment(args["start"], "UTC"), resolve_moment(args["end"], "UTC")
-        body, total = queries().readings_page_json(
-            muid, start, end, args.get("obis"), (page - 1) * page_size, page_size
-        )
-        if total:
-            pagination_parameters.item_count = total
-            return Response(body, mimetype="application/json")
-    meter = meter_or_404(muid)
+    check_muid(muid)
+    meter = None if args.get("start") and args.get("end") else meter_or_404(muid)
     start, end = data_range(meter, args, "UTC")
-    total = queries().readings_count(muid, start, end, args.get("obis"))
-    pagination_parameters.item_count = total
-    last_page = max(1, math.ceil(total / page_size))
-    if page > last_page:
-        abort(
-            404,
-            message=f"Page {page} is beyond the last page ({last_page}).",
-            errors={"query": {"page": ["beyond the last page"]}},
-        )
-    rows = queries().readings_page(muid, start, end, args.get("obis"), (page - 1) * page_size, page_size)
-    for row in rows:
-        row["energy_kwh"] = number(row["energy_kwh"])
+    # PostgreSQL renders the page as JSON (no per-row Python work); CSV is made from the same page.
+    body, total = queries().readings_page_json(
+        muid, start, end, args.get("obis"), pagination_parameters.first_item, pagination_parameters.page_size
+    )
+    if not total and meter is None:
+        meter_or_404(muid)  # nothing in range: an unknown meter is a 404, a known one an empty page
+    check_page(pagination_parameters, total)
     if wants_csv(args):
-        return csv_response(rows, ["obis_code", "reading_at", "energy_kwh", "quality"], f"{muid}-readings")
-    return rows
+        return csv_response(json.loads(body), READING_COLUMNS, f"{muid}-readings")
+    return Response(body, mimetype="application/json")
 
 
 @blp.route("/<string:muid>/energy")
 @blp.arguments(EnergyArgs, location="query", as_kwargs=False)
 @blp.response(200, EnergySchema, description="Energy per bucket; CSV on request")
 @blp.alt_response(404, schema=ApiErrorSchema, description="Unknown meter")
+@csv_documented(BUCKET_COLUMNS)
 def get_energy(args, muid):
     """Energy per time bucket (15min, hour, day, week, month) in an IANA time zone, DST-correct.
 
@@ -162,16 +196,7 @@ def get_energy(args, muid):
     rows = queries().energy_buckets(muid, interval, start, end, tz, obis_codes)
     buckets = [bucket_view(row, tz) for row in rows]
     if wants_csv(args):
-        columns = [
-            "obis_code",
-            "start",
-            "end",
-            "energy_kwh",
-            "reading_count",
-            "expected_intervals",
-            "completeness_pct",
-        ]
-        return csv_response(buckets, columns, f"{muid}-energy-{interval}")
+        return csv_response(buckets, BUCKET_COLUMNS, f"{muid}-energy-{interval}")
     zone = ZoneInfo(tz)
     return {
         "muid": muid,
@@ -202,6 +227,7 @@ def bucket_view(row: dict, tz: str) -> dict:
 @blp.arguments(CompletenessArgs, location="query", as_kwargs=False)
 @blp.response(200, CompletenessSchema)
 @blp.alt_response(404, schema=ApiErrorSchema, description="Unknown meter")
+@csv_documented(DAY_COLUMNS)
 def get_completeness(args, muid):
     """Per local day and OBIS code: expected 15-minute intervals (96, 92 or 100), received, missing, %."""
     meter = meter_or_404(muid)
@@ -222,7 +248,7 @@ def get_completeness(args, muid):
         for row in rows
     ]
     if wants_csv(args):
-        return csv_response(days, list(days[0]) if days else ["day"], f"{muid}-completeness")
+        return csv_response(days, DAY_COLUMNS, f"{muid}-completeness")
     return {"muid": muid, "tz": tz, "days": days}
 
 

@@ -41,7 +41,7 @@ OBIS_KEY = re.compile(r"^[0-9A-Fa-f]{12}$")
 KEY_PROPERTIES = ("muid", "obis_code", "timestamp")
 MIN_WINDOW = timedelta(minutes=15)
 # Requests in flight at once: enough to hide a source's latency, few enough to be polite to it.
-DEFAULT_CONCURRENCY = 8
+DEFAULT_CONCURRENCY = 16
 
 READING_SCHEMA = th.PropertiesList(
     th.Property("muid", th.StringType, required=True, description="Meter id (from the reading's tags)"),
@@ -315,8 +315,6 @@ class MeterReadingsStream(ExnatonStream):
         try:
             fetched = fetching.result()
             self._progress.add(fetched)
-            if meter.start >= meter.stop:
-                self.logger.info("%s: nothing to ask for muid %s, range is empty", self.name, meter.muid)
             pages = (self._page_readings(response, meter) for response in fetched.responses)
             yield from self._meter_records(pages, meter)
         except ExnatonSourceError as exc:

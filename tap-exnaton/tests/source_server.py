@@ -39,6 +39,13 @@ def export_records(muid: str, obis: str, start: datetime, count: int, value=lamb
     return records[::-1]
 
 
+class BurstServer(ThreadingHTTPServer):
+    # Room for a burst of concurrent connections: beyond the default backlog of 5 they are dropped, and
+    # the client retries them only a second later.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class SourceServer:
     """``files``: muid -> list of source records; ``script``: path -> responses to give first, in order."""
 
@@ -54,6 +61,10 @@ class SourceServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: with Nagle on, the body waits for the client's delayed ACK.
+            disable_nagle_algorithm = True
+
             def log_message(self, *args: object) -> None:
                 pass
 
@@ -75,7 +86,7 @@ class SourceServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = BurstServer(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/challenge"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 

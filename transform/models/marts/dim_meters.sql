@@ -1,5 +1,7 @@
 {#- One row per meter and OBIS code, built from the small daily mart plus index look-ups for the first and
-    last reading, so it stays cheap however many readings there are. -#}
+    last reading, so it stays cheap however many readings there are. The API pages through meters and looks
+    one up on every request by this index. -#}
+{{ config(indexes=[{'columns': ['muid', 'obis_code'], 'unique': true}]) }}
 with
 
 totals as (

@@ -1,8 +1,9 @@
 {#- Every meter reading once: the union of all raw stream tables (found at run time, in either of the
     tap's record layouts, see macros/raw_reading_tables.sql), typed, renamed and deduplicated on
     (muid, obis_code, reading_at), keeping the latest extraction. Incremental: a run reads only raw rows
-    batched after the newest `loaded_at` here, so append-only reloads of the same data any number of times
-    leave the same rows. -#}
+    batched after the newest `loaded_at` here and keeps only readings that are new or changed, so append-only
+    reloads of the same data any number of times leave the same rows, and a re-sent day costs its new
+    readings. -#}
 {{ config(
     materialized='incremental',
     unique_key=['muid', 'obis_code', 'reading_at'],
@@ -65,3 +66,19 @@ select
     duplicate_count
 from ranked
 where recency_rank = 1
+{%- if is_incremental() %}
+    {#- A re-sent day (a day record is sent whole when one reading is new) carries mostly readings that are
+        here already, unchanged: leaving them out keeps every model downstream at the cost of what changed. #}
+    and not exists (
+        select 1
+        from {{ this }} as loaded
+        where loaded.muid = ranked.muid
+          and loaded.obis_code = ranked.obis_code
+          and loaded.reading_at = ranked.reading_at
+          and loaded.energy_kwh is not distinct from ranked.energy_kwh
+          and loaded.quality is not distinct from ranked.quality
+          and loaded.measurement is not distinct from ranked.measurement
+          and loaded.duplicate_count = ranked.duplicate_count
+          and loaded.stream_name = ranked.stream_name
+    )
+{%- endif %}
