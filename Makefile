@@ -9,18 +9,29 @@ WITH_DB := $(BIN)/python -m tools.db exec --
 API_PORT ?= 5000
 MIRROR_PORT ?= 8000
 
-.PHONY: install run el transform api roles psql db-env db-stop test lint format bench mirror docs clean
+.PHONY: install lock run el transform api roles psql db-env db-stop test lint format bench mirror docs clean
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt meltano.yml tap-exnaton/pyproject.toml target-postgres-raw/pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+# Exact versions: locks/project.txt for .venv, locks/<plugin>.txt for each plugin (its pip_url passes it to uv).
+LOCK := locks/project.txt
+PLUGIN_LOCKS := $(filter-out $(LOCK),$(wildcard locks/*.txt))
+UV_VERSION = $(shell sed -n 's/^uv==\([^ ;]*\).*/\1/p' $(LOCK))
+
+# uv installs everything; a new .venv gets the uv of the lock from pip first. The plugins are reinstalled from
+# scratch when their locks change (an upgrade in place would keep packages the lock no longer has).
+$(STAMP): $(LOCK) $(PLUGIN_LOCKS) meltano.yml tap-exnaton/pyproject.toml target-postgres-raw/pyproject.toml
+	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); }
+	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python $(LOCK)
 	# uv (which meltano installs plugins with) skips bytecode compilation; where PYTHONDONTWRITEBYTECODE is set
 	# (containers, CI) every tap, target and dbt run would then compile its imports again: ~2 s each.
-	UV_COMPILE_BYTECODE=1 $(WITH_DB) $(BIN)/meltano install
+	UV_COMPILE_BYTECODE=1 $(WITH_DB) $(BIN)/meltano install $(if $(filter $(PLUGIN_LOCKS),$?),--clean)
 	@touch $@
+
+## lock: resolve every environment again (newest versions the ranges allow) into locks/, then install them
+lock: install
+	$(BIN)/python -m tools.lock
+	@$(MAKE) --no-print-directory install
 
 ## run: the whole thing — pipeline, then the API on 127.0.0.1:$(API_PORT)
 run: install
