@@ -5,9 +5,10 @@
 
     The bookmarks are read from Meltano's state table in this database (schema var `meltano_schema`, see
     `database_uri` in meltano.yml); without that table (state kept elsewhere) there is nothing to compare.
-    A stream's bookmark is its newest reading loaded, so the marts must hold a reading of that stream at or
-    after it; a partitioned stream's bookmark is checked per meter (`muid` of the partition context). The
-    small dim_meters answers for almost every stream; fct_readings is only read for the others. -#}
+    A stream's bookmark is its newest reading loaded, so the marts must hold a reading of that stream's meters
+    at or after it; a partitioned stream's bookmark (the fleet stream `readings`) is checked per meter (`muid`
+    of the partition context). The small dim_meters answers for almost every stream; fct_readings is only
+    read for the others. -#}
 -- depends_on: {{ ref('dim_meters') }}, {{ ref('fct_readings') }}
 
 {%- if execute %}
@@ -47,23 +48,35 @@
               and not exists (
                   select 1
                   from {{ ref('dim_meters') }} as meters
-                  where meters.stream_name = bookmarks.stream_name
-                    and (bookmarks.muid is null or meters.muid = bookmarks.muid)
+                  where (meters.muid = bookmarks.muid
+                         or bookmarks.muid is null and meters.stream_name = bookmarks.stream_name)
                     and meters.last_reading_at >= bookmarks.value::timestamptz
               )
             order by 1, 2, 3
         {%- endset %}
         {%- set missing = [] %}
         {%- for row in run_query(bookmarks).rows %}
-            {%- set found -%}
-                select exists (
-                    select 1 from {{ ref('fct_readings') }}
-                    where stream_name = {{ sql_literal(row['stream_name']) }}
-                      {%- if row['muid'] is not none %} and muid = {{ sql_literal(row['muid']) }}{% endif %}
-                      and reading_at >= {{ sql_literal(row['value']) }}::timestamptz
-                )
-            {%- endset %}
-            {%- if not run_query(found).columns[0].values()[0] %}
+            {#- The meters of a stream's bookmark: the partition's muid, else those in the stream's raw table (a
+                reading keeps the name of the stream that loaded it last, which changes when a project moves
+                between streams per meter and the fleet stream). -#}
+            {%- set raw_table = adapter.get_relation(
+                database=target.database, schema=var('raw_schema', 'raw'), identifier=row['stream_name']) %}
+            {%- set loaded = false %}
+            {%- if row['muid'] is not none or raw_table is not none %}
+                {%- set found -%}
+                    select exists (
+                        select 1 from {{ ref('fct_readings') }}
+                        where reading_at >= {{ sql_literal(row['value']) }}::timestamptz
+                        {%- if row['muid'] is not none %}
+                          and muid = {{ sql_literal(row['muid']) }}
+                        {%- else %}
+                          and muid in (select distinct muid::text from {{ raw_table }})
+                        {%- endif %}
+                    )
+                {%- endset %}
+                {%- set loaded = run_query(found).columns[0].values()[0] %}
+            {%- endif %}
+            {%- if not loaded %}
                 {%- do missing.append(row) %}
             {%- endif %}
         {%- endfor %}
