@@ -116,20 +116,11 @@ def time_http(base: str, path: str, requests: int) -> dict:
 def time_sql(pg: dict[str, str], prefix: str, offset: int, limit: int, requests: int) -> dict:
     """The same two queries (count, page) through psycopg on a warm connection: the floor under the API."""
     from api.queries import Queries
-
-    class Direct:
-        def __init__(self, conn):
-            self.conn = conn
-
-        def fetch_all(self, query, params=None):
-            return self.conn.execute(query, params).fetchall()
-
-        def fetch_one(self, query, params=None):
-            return self.conn.execute(query, params).fetchone()
+    from benchmarks.load import DirectConnection
 
     timings = []
     with psycopg.connect(conninfo(pg), row_factory=dict_row) as conn:
-        queries = Queries(Direct(conn), "marts")
+        queries = Queries(DirectConnection(conn), "marts")
         for index in range(WARM_UP + requests):
             began = time.perf_counter()
             queries.meter_count(prefix)

@@ -103,23 +103,26 @@ def _errors(out: str) -> int:
     return errors
 
 
+class DirectConnection:
+    """The API's database interface over one plain psycopg connection: its SQL without Flask and the pool."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def fetch_all(self, query, params=None):
+        return self.conn.execute(query, params).fetchall()
+
+    def fetch_one(self, query, params=None):
+        return self.conn.execute(query, params).fetchone()
+
+
 def psycopg_month_baseline(pg: dict[str, str], muid: str, start: str, end: str, repeat: int = 50) -> float:
     """Median ms of the SQL the readings endpoint runs for a page with both bounds, on a warm connection."""
     from api.queries import Queries
 
-    class Direct:
-        def __init__(self, conn):
-            self.conn = conn
-
-        def fetch_all(self, query, params=None):
-            return self.conn.execute(query, params).fetchall()
-
-        def fetch_one(self, query, params=None):
-            return self.conn.execute(query, params).fetchone()
-
     timings = []
     with psycopg.connect(conninfo(pg), row_factory=dict_row) as conn:
-        queries = Queries(Direct(conn), "marts")
+        queries = Queries(DirectConnection(conn), "marts")
         for _ in range(repeat):
             began = time.perf_counter()
             queries.readings_page_json(muid, start, end, None, 0, 5000)
