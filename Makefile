@@ -66,8 +66,9 @@ db-stop: install
 	$(BIN)/python -m tools.db stop
 
 ## mirror: serve ../shared/data/exnaton (or MIRROR_DIR) on 127.0.0.1:$(MIRROR_PORT) in both API modes
-mirror: install
-	$(BIN)/python -m tools.mirror $${MIRROR_DIR:-../shared/data/exnaton} --port $(MIRROR_PORT)
+# The standard library is all it needs: no install, which would race the install of a `make run` started with it.
+mirror:
+	$(PYTHON) -m tools.mirror $${MIRROR_DIR:-../shared/data/exnaton} --port $(MIRROR_PORT)
 
 ## docs: dbt docs generate (transform/target/index.html)
 docs: install

@@ -14,6 +14,8 @@ so the bookmarks always live in the database whose data they describe.
 
 from __future__ import annotations
 
+import contextlib
+
 import argparse
 import logging
 import os
@@ -51,7 +53,10 @@ def ensure_database(env: dict[str, str]) -> None:
     with psycopg.connect(conninfo(admin), autocommit=True) as conn:
         exists = conn.execute("select 1 from pg_database where datname = %s", [env["PGDATABASE"]]).fetchone()
         if not exists:
-            conn.execute(sql.SQL("create database {}").format(sql.Identifier(env["PGDATABASE"])))
+            # Two make targets started together (the README's `make mirror &` and `make run`) may both get
+            # here: the one that loses the race finds the database made.
+            with contextlib.suppress(psycopg.errors.UniqueViolation, psycopg.errors.DuplicateDatabase):
+                conn.execute(sql.SQL("create database {}").format(sql.Identifier(env["PGDATABASE"])))
 
 
 def ensure_meltano_schema(env: dict[str, str]) -> None:
@@ -62,7 +67,8 @@ def ensure_meltano_schema(env: dict[str, str]) -> None:
     with psycopg.connect(conninfo(env), autocommit=True) as conn:
         exists = conn.execute("select 1 from pg_namespace where nspname = %s", [MELTANO_SCHEMA]).fetchone()
         if not exists:
-            conn.execute(sql.SQL("create schema {}").format(sql.Identifier(MELTANO_SCHEMA)))
+            with contextlib.suppress(psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema):
+                conn.execute(sql.SQL("create schema {}").format(sql.Identifier(MELTANO_SCHEMA)))
 
 
 def conninfo(env: dict[str, str]) -> str:
