@@ -14,9 +14,8 @@ so the bookmarks always live in the database whose data they describe.
 
 from __future__ import annotations
 
-import contextlib
-
 import argparse
+import contextlib
 import logging
 import os
 import shlex
