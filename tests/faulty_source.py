@@ -335,18 +335,29 @@ def bookmarks(pipeline: Pipeline) -> dict[str, str]:
     Read from Meltano's state table in the pipeline's database: a ``meltano state get`` costs seconds of
     start-up, the table does not. A failed run's state is its ``partial_state``.
     """
+    # A stream that failed before its first record has a state entry (its starting value), but no bookmark.
+    return {
+        stream: value["replication_key_value"]
+        for stream, value in stream_states(pipeline).items()
+        if value.get("replication_key_value")
+    }
+
+
+def meter_bookmarks(pipeline: Pipeline, stream: str = "readings") -> dict[str, str | None]:
+    """muid -> bookmark of a partitioned stream (the fleet stream), as the next run gets it."""
+    partitions = stream_states(pipeline)[stream]["partitions"]
+    return {p["context"]["muid"]: p.get("replication_key_value") for p in partitions}
+
+
+def stream_states(pipeline: Pipeline) -> dict[str, dict]:
+    """Each stream's state in Meltano's state table of the pipeline's database, partial state merged in."""
     rows = pipeline.query(
         "select completed_state, partial_state from meltano.state where state_id = %s", [STATE_ID]
     )
     merged: dict[str, dict] = {}
     for document in rows[0] if rows else ():
         merged.update(json.loads(document or "{}").get("singer_state", {}).get("bookmarks", {}))
-    # A stream that failed before its first record has a state entry (its starting value), but no bookmark.
-    return {
-        stream: value["replication_key_value"]
-        for stream, value in merged.items()
-        if value.get("replication_key_value")
-    }
+    return merged
 
 
 def error_lines(output: str) -> list[str]:

@@ -13,10 +13,10 @@ import pytest
 
 from tests.conftest import FAST_RETRIES, FIXTURE_METERS
 from tests.faulty_source import (
-    STATE_ID,
     FaultySource,
     error_lines,
     mart_readings,
+    meter_bookmarks,
     slow,
     source_readings,
 )
@@ -27,13 +27,6 @@ from tools.synthetic import day_start, write_exports
 pytestmark = pytest.mark.e2e
 FLEET = {"TAP_EXNATON_STREAM_PER_METER": "false"}
 EL = ("run", "tap-exnaton", "target-postgres")
-
-
-def meter_bookmarks(pipeline: Pipeline) -> dict[str, str | None]:
-    """muid -> bookmark of the fleet stream, as Meltano hands it to the next run."""
-    state = json.loads(pipeline.meltano("state", "get", STATE_ID).stdout)
-    partitions = state["singer_state"]["bookmarks"]["readings"]["partitions"]
-    return {p["context"]["muid"]: p.get("replication_key_value") for p in partitions}
 
 
 def assert_marts_hold_every_reading_once(pipeline: Pipeline, source) -> None:
