@@ -343,7 +343,7 @@ class Prefetch:
         self._ahead: deque[tuple[t.Any, Future]] = deque()
 
     def take(self) -> tuple[t.Any, Future]:
-        """The next job and its future (raises StopIteration when there are no more jobs)."""
+        """The next job and its future; called once per job, in job order."""
         self._fill()
         job_and_future = self._ahead.popleft()
         self._fill()
