@@ -20,7 +20,8 @@ UV_VERSION = $(shell sed -n 's/^uv==\([^ ;]*\).*/\1/p' $(LOCK))
 
 # uv installs everything; a new .venv gets the uv of the lock from pip first. The plugins are reinstalled from
 # scratch when their locks change (an upgrade in place would keep packages the lock no longer has).
-$(STAMP): $(LOCK) $(PLUGIN_LOCKS) meltano.yml tap-exnaton/pyproject.toml target-postgres-raw/pyproject.toml
+$(STAMP): $(LOCK) $(PLUGIN_LOCKS) meltano.yml tap-exnaton/pyproject.toml target-postgres-raw/pyproject.toml \
+		pipeline-lock/pyproject.toml
 	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); }
 	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python $(LOCK)
 	# uv (which meltano installs plugins with) skips bytecode compilation; where PYTHONDONTWRITEBYTECODE is set

@@ -1,5 +1,6 @@
 """Crashes during a load: `kill -9` of the whole `meltano run`, and PostgreSQL restarting under it; and a
-second run of the same pipeline started while one is running.
+second run of the same pipeline started while one is running: while it extracts and loads (Meltano's job
+lock refuses it), and while it builds with dbt (the pipeline lock refuses it, pipeline-lock/README.md).
 
 Both use a slow source (every answer delayed) with several meters and small loader batches, so that the
 crash lands while some streams are in raw and others are still coming. Afterwards a plain re-run must
@@ -18,9 +19,17 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from pipeline_lock import holders
 
 from tests.conftest import FAST_RETRIES
-from tests.faulty_source import FaultySource, mart_readings, raw_readings, source_readings
+from tests.faulty_source import (
+    FaultySource,
+    mart_readings,
+    raw_readings,
+    schema_checksums,
+    source_readings,
+    stream_states,
+)
 from tests.pipeline import MELTANO, PROJECT_ROOT, Pipeline, conninfo, private_meltano_dirs
 from tools.db import ensure_meltano_schema
 from tools.synthetic import Meter, day_start, meters_setting, synthetic_meters, write_exports
@@ -57,9 +66,9 @@ def meters_pipeline(pg: dict[str, str], workdir: Path, source: FaultySource) -> 
     return Pipeline(pg=pg, workdir=workdir, base_url=source.base_url, settings=settings)
 
 
-def start_in_background(pipeline: Pipeline, *args: str) -> subprocess.Popen:
+def start_in_background(pipeline: Pipeline, *args: str, log_name: str = "background.log") -> subprocess.Popen:
     """``meltano ARGS`` in a process group of its own (so the whole tree can be killed), log to a file."""
-    log = (pipeline.workdir / "background.log").open("wb")
+    log = (pipeline.workdir / log_name).open("wb")
     return subprocess.Popen(
         [MELTANO, *args],
         cwd=PROJECT_ROOT,
@@ -182,6 +191,56 @@ def test_second_run_is_refused_while_one_runs_and_after_kill_9_a_plain_rerun_has
     age_running_jobs(pipeline, minutes=6)
     pipeline.meltano(*FULL_RUN)
     assert_every_reading_once(pipeline, source_dir)
+
+
+# --- a second run while one builds with dbt, then kill -9 of the build --------------------------------------
+
+
+def build_lock(pipeline: Pipeline, *, granted: bool) -> Callable[[], bool]:
+    """True once a dbt build holds the pipeline lock (``granted``) or waits for it."""
+
+    def check() -> bool:
+        with psycopg.connect(conninfo(pipeline.pg)) as observer:
+            return any(kind == "build" and held == granted for _, kind, held, _ in holders(observer))
+
+    return check
+
+
+def test_a_run_started_during_another_runs_dbt_build_is_refused_and_builds_never_overlap(database, tmp_path):
+    source_dir = write_exports(tmp_path / "source", METERS, FIRST_DAY, FIRST_DAY + timedelta(days=1))
+    with FaultySource(source_dir) as source:
+        pipeline = meters_pipeline(database, tmp_path, source)
+        pipeline.meltano(*FULL_RUN)
+        write_exports(source_dir, METERS, FIRST_DAY, FIRST_DAY + timedelta(days=2))  # a new day comes in
+        with psycopg.connect(conninfo(database)) as blocker:
+            # The first run's build stops at the fact table (holding the build lock) for as long as we like.
+            blocker.execute("lock table marts.fct_readings in access exclusive mode")
+            run = start_in_background(pipeline, *FULL_RUN)
+            wait_until(build_lock(pipeline, granted=True), timeout=180, what="the first run's dbt build")
+
+            raw, state = schema_checksums(pipeline, "raw"), stream_states(pipeline)
+            refused = pipeline.meltano(
+                *FULL_RUN, check=False, extra_env={"TAP_EXNATON_METERS": meters_setting([*METERS, INTRUDER])}
+            )
+            assert refused.returncode != 0
+            assert "target-postgres: error: a dbt build is running or waiting on this database" in (
+                refused.stderr
+            ), refused.stderr[-6000:]
+            assert pipeline.scalar("select to_regclass('raw.intruder') is null"), "the refused run loaded"
+            assert schema_checksums(pipeline, "raw") == raw and stream_states(pipeline) == state
+
+            # A build on its own waits for the running one instead of overlapping it ...
+            standalone = start_in_background(pipeline, "run", "dbt", log_name="standalone-dbt.log")
+            wait_until(build_lock(pipeline, granted=False), timeout=120, what="the second build to queue")
+            # ... and gets its turn as soon as the first is killed: the lock went with the killed session.
+            os.killpg(run.pid, signal.SIGKILL)
+            assert run.wait(timeout=30) == -signal.SIGKILL
+            wait_until(build_lock(pipeline, granted=True), timeout=60, what="the lock after kill -9")
+            blocker.rollback()
+        assert standalone.wait(timeout=300) == 0, (tmp_path / "standalone-dbt.log").read_text()[-6000:]
+        assert_every_reading_once(pipeline, source_dir)  # the new day too, built by the second build
+        pipeline.meltano(*FULL_RUN)  # and a plain re-run goes ahead at once: nothing stale to wait out
+        assert_every_reading_once(pipeline, source_dir)
 
 
 # --- PostgreSQL restarted during a load -------------------------------------------------------------------

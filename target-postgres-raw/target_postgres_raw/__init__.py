@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 import typing as t
 
 import sqlalchemy
+from pipeline_lock import PipelineBusyError, hold_for_load
 from target_postgres.connector import PostgresConnector
 from target_postgres.sinks import PostgresSink
 from target_postgres.target import TargetPostgres
@@ -55,3 +57,19 @@ class TargetPostgresRaw(TargetPostgres):
 
     name = "target-postgres"
     default_sink_class = RawTableSink
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Before the first message is read: a load refused here has written nothing. The connection (and with
+        # it the lock) stays open until the process ends.
+        self.pipeline_lock = self.target_connector._engine.raw_connection().driver_connection
+        hold_for_load(self.pipeline_lock)
+
+
+def main() -> None:
+    """CLI entry point: a load refused by the pipeline lock ends with one clear line and exit code 1."""
+    try:
+        TargetPostgresRaw.cli()
+    except PipelineBusyError as exc:
+        print(f"target-postgres: error: {exc}", file=sys.stderr)  # noqa: T201
+        sys.exit(1)
