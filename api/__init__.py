@@ -125,6 +125,7 @@ def _register_security(app: Flask, api: Api, settings: Settings) -> None:
     api.spec.components.security_scheme("apiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"})
     if not settings.api_keys:
         return
+    _document_unauthorized(api)
     keys = [key.encode() for key in settings.api_keys]
 
     @app.before_request
@@ -141,6 +142,21 @@ def _register_security(app: Flask, api: Api, settings: Settings) -> None:
             401,
             {"WWW-Authenticate": 'Bearer realm="exnaton"'},
         )
+
+
+def _document_unauthorized(api: Api) -> None:
+    """The 401 answer, on every operation that needs a key (the data paths), as the answer it really is."""
+    unauthorized = {
+        "description": "No valid API key (`Authorization: Bearer <key>` or `X-API-Key: <key>`)",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ApiError"}}},
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    }
+    # apispec holds the paths the blueprints registered; there is no public way to amend every operation.
+    for path, operations in api.spec._paths.items():
+        if path.startswith(DATA_PREFIXES):
+            for operation in operations.values():
+                if isinstance(operation, dict) and "responses" in operation:  # not the path's `parameters`
+                    operation["responses"].setdefault("401", unauthorized)
 
 
 def _presented_key() -> bytes:

@@ -353,6 +353,7 @@ def test_openapi_document_is_valid_and_complete(client):
         content = paths[f"/api/v1/meters/{{muid}}/{path}"]["get"]["responses"]["200"]["content"]
         assert set(content) == {"application/json", "text/csv"}, path
     assert "security" not in spec  # no keys configured: nothing to authorize
+    assert not [path for path, item in paths.items() if "401" in item.get("get", {}).get("responses", {})]
 
 
 def test_openapi_declares_the_key_when_keys_are_used(warehouse):
@@ -373,9 +374,18 @@ def test_openapi_declares_the_key_when_keys_are_used(warehouse):
         op
         for path, item in spec["paths"].items()
         if path not in ("/health", "/ready")
-        for op in item.values()
+        for method, op in item.items()
+        if method != "parameters"
     ]
     assert data_operations and all("security" not in op for op in data_operations)  # the document's default
+    for op in data_operations:
+        unauthorized = op["responses"]["401"]
+        assert unauthorized["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ApiError"
+        }
+        assert "WWW-Authenticate" in unauthorized["headers"]
+    for path in ("/health", "/ready"):
+        assert "401" not in spec["paths"][path]["get"]["responses"], path
 
 
 def test_swagger_ui_is_served_with_local_assets(client):
