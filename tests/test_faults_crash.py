@@ -170,6 +170,7 @@ def test_second_run_is_refused_while_one_runs_and_after_kill_9_a_plain_rerun_has
     pipeline.settings["TAP_EXNATON_REQUEST_TIMEOUT"] = "10"
     run = start_in_background(pipeline, *FULL_RUN)
     wait_until(extracting(pipeline, slow_source, run), timeout=120, what="the first run's job and requests")
+    wait_until(lock_held(pipeline, "load"), timeout=60, what="the loader's share of the pipeline lock")
 
     # The first run is going: a second one is refused without waiting for it, and changes nothing.
     assert_refused_changing_nothing(pipeline, slow_source)
@@ -196,12 +197,12 @@ def test_second_run_is_refused_while_one_runs_and_after_kill_9_a_plain_rerun_has
 # --- a second run while one builds with dbt, then kill -9 of the build --------------------------------------
 
 
-def build_lock(pipeline: Pipeline, *, granted: bool) -> Callable[[], bool]:
-    """True once a dbt build holds the pipeline lock (``granted``) or waits for it."""
+def lock_held(pipeline: Pipeline, holder: str, *, granted: bool = True) -> Callable[[], bool]:
+    """True once a ``holder`` ('load' or 'build') holds the pipeline lock (``granted``) or waits for it."""
 
     def check() -> bool:
         with psycopg.connect(conninfo(pipeline.pg)) as observer:
-            return any(kind == "build" and held == granted for _, kind, held, _ in holders(observer))
+            return any(kind == holder and held == granted for _, kind, held, _ in holders(observer))
 
     return check
 
@@ -216,7 +217,7 @@ def test_a_run_started_during_another_runs_dbt_build_is_refused_and_builds_never
             # The first run's build stops at the fact table (holding the build lock) for as long as we like.
             blocker.execute("lock table marts.fct_readings in access exclusive mode")
             run = start_in_background(pipeline, *FULL_RUN)
-            wait_until(build_lock(pipeline, granted=True), timeout=180, what="the first run's dbt build")
+            wait_until(lock_held(pipeline, "build"), timeout=180, what="the first run's dbt build")
 
             raw, state = schema_checksums(pipeline, "raw"), stream_states(pipeline)
             refused = pipeline.meltano(
@@ -231,11 +232,13 @@ def test_a_run_started_during_another_runs_dbt_build_is_refused_and_builds_never
 
             # A build on its own waits for the running one instead of overlapping it ...
             standalone = start_in_background(pipeline, "run", "dbt", log_name="standalone-dbt.log")
-            wait_until(build_lock(pipeline, granted=False), timeout=120, what="the second build to queue")
+            wait_until(
+                lock_held(pipeline, "build", granted=False), timeout=120, what="the second build to queue"
+            )
             # ... and gets its turn as soon as the first is killed: the lock went with the killed session.
             os.killpg(run.pid, signal.SIGKILL)
             assert run.wait(timeout=30) == -signal.SIGKILL
-            wait_until(build_lock(pipeline, granted=True), timeout=60, what="the lock after kill -9")
+            wait_until(lock_held(pipeline, "build"), timeout=60, what="the lock after kill -9")
             blocker.rollback()
         assert standalone.wait(timeout=300) == 0, (tmp_path / "standalone-dbt.log").read_text()[-6000:]
         assert_every_reading_once(pipeline, source_dir)  # the new day too, built by the second build

@@ -60,10 +60,10 @@ class TargetPostgresRaw(TargetPostgres):
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
-        # Before the first message is read: a load refused here has written nothing. The connection (and with
-        # it the lock) stays open until the process ends.
-        self.pipeline_lock = self.target_connector._engine.raw_connection().driver_connection
-        hold_for_load(self.pipeline_lock)
+        # Before the first message is read: a load refused here has written nothing. The connection, and with it
+        # the lock, stays checked out of the pool until the process ends: no sink ever gets it.
+        self.pipeline_lock = self.target_connector._engine.raw_connection()
+        hold_for_load(self.pipeline_lock.driver_connection)
 
 
 def main() -> None:
