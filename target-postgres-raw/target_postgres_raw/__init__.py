@@ -61,9 +61,17 @@ class TargetPostgresRaw(TargetPostgres):
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
         # Before the first message is read: a load refused here has written nothing. The connection, and with it
-        # the lock, stays checked out of the pool until the process ends: no sink ever gets it.
+        # the lock, stays checked out of the pool until the end of the input: no sink ever gets it.
         self.pipeline_lock = self.target_connector._engine.raw_connection()
-        hold_for_load(self.pipeline_lock.driver_connection)
+        try:
+            hold_for_load(self.pipeline_lock.driver_connection)
+        except PipelineBusyError:
+            self.pipeline_lock.invalidate()
+            raise
+
+    def process_endofpipe(self) -> None:
+        super().process_endofpipe()  # every batch written and committed: now the lock may go
+        self.pipeline_lock.invalidate()  # closed, never back to the pool (it is in autocommit mode)
 
 
 def main() -> None:
