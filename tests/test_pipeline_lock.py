@@ -3,14 +3,18 @@ build shuts new loads out, and a closed session frees it (pipeline-lock/README.m
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import threading
+import time
 from contextlib import ExitStack
 
 import psycopg
 import pytest
 from pipeline_lock import PipelineBusyError, hold_for_build, hold_for_load, holders
 
-from tests.pipeline import conninfo
+from tests.pipeline import MELTANO, PROJECT_ROOT, Pipeline, conninfo
 
 
 @pytest.fixture
@@ -90,3 +94,37 @@ def test_the_lock_is_per_database(sessions, database):
     hold_for_build(sessions("build"))
     with psycopg.connect(conninfo(other)) as elsewhere:
         hold_for_load(elsewhere)
+
+
+@pytest.mark.e2e
+def test_the_dbt_utility_queues_a_build_behind_the_lock_and_lets_other_commands_pass(
+    sessions, database, tmp_path
+):
+    """Through Meltano's dbt utility, as `meltano run dbt` calls it: its executable is the locked wrapper."""
+    pipeline = Pipeline(pg=database, workdir=tmp_path, base_url="http://127.0.0.1:9/unused")
+    hold_for_build(sessions("a running build"))
+
+    pipeline.meltano("invoke", "dbt-postgres:debug")  # reads no model: no lock, no wait
+
+    build = subprocess.Popen(
+        [MELTANO, "invoke", "dbt-postgres:build"],
+        cwd=PROJECT_ROOT,
+        env=pipeline.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        with psycopg.connect(conninfo(database)) as observer:
+            for _ in range(600):
+                queued = [
+                    row for row in holders(observer) if row[1:] == ("build", False, "exnaton dbt build")
+                ]
+                if queued or build.poll() is not None:
+                    break
+                time.sleep(0.1)
+        assert queued, f"the build did not queue for the lock (exit {build.poll()})"
+        assert build.poll() is None, "the build went ahead while another held the lock"
+    finally:
+        os.killpg(build.pid, signal.SIGKILL)
+        build.wait()

@@ -60,6 +60,8 @@ def hold_for_build(connection: Connection, wait: str = BUILD_WAIT) -> None:
 def holders(connection: Connection) -> list[tuple[int, str, bool, str]]:
     """(pid, 'load' or 'build', granted, application name) of the other sessions holding or awaiting the lock."""
     cursor = connection.cursor()
+    # pg_stat_activity is read once per transaction; a caller inside one would miss the sessions since.
+    cursor.execute("select pg_stat_clear_snapshot()")
     cursor.execute(
         "select l.pid, case l.mode when 'ShareLock' then 'load' else 'build' end, l.granted, "
         "coalesce(a.application_name, '') from pg_locks l left join pg_stat_activity a using (pid) "

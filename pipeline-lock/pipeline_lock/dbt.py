@@ -16,8 +16,9 @@ LOCKED_COMMANDS = frozenset({"build", "run", "test", "seed", "snapshot"})
 APPLICATION_NAME = "exnaton dbt build"
 
 
-def command_of(args: list[str]) -> str | None:
-    return next((arg for arg in args if not arg.startswith("-")), None)
+def needs_lock(args: list[str]) -> bool:
+    # Any argument, not only the first: options may come before the command. Locking too often only waits.
+    return not LOCKED_COMMANDS.isdisjoint(args)
 
 
 def connect():  # psycopg2 ships no type hints
@@ -35,7 +36,7 @@ def connect():  # psycopg2 ships no type hints
 
 def main() -> None:
     args = sys.argv[1:]
-    if command_of(args) in LOCKED_COMMANDS:
+    if needs_lock(args):
         connection = connect()  # held, with the lock, until this process ends
         try:
             hold_for_build(connection)
