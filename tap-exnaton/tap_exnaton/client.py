@@ -12,6 +12,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from http import HTTPStatus
 
 import orjson
@@ -188,16 +189,18 @@ class ExnatonStream(RESTStream[t.Any]):
             headers[header] = api_key
         return headers
 
-    @property
+    @cached_property
     def requests_session(self) -> requests.Session:
-        if not self._requests_session:
-            # A connection per request in flight, kept alive between the meters.
-            pool = max(10, int(self.config.get("max_concurrent_requests", DEFAULT_CONCURRENCY)))
-            session = requests.Session()
-            session.mount("http://", HTTPAdapter(pool_maxsize=pool))
-            session.mount("https://", HTTPAdapter(pool_maxsize=pool))
-            self._requests_session = session
-        return self._requests_session
+        """A connection per request in flight, kept alive between the meters.
+
+        Cached on its own: the SDK's ``_requests_session`` is set to a default session (urllib3 pool of 10)
+        when the stream is made, so with 16 threads connections were dropped and opened again all the time.
+        """
+        pool = max(10, int(self.config.get("max_concurrent_requests", DEFAULT_CONCURRENCY)))
+        session = requests.Session()
+        session.mount("http://", HTTPAdapter(pool_maxsize=pool))
+        session.mount("https://", HTTPAdapter(pool_maxsize=pool))
+        return session
 
     @property
     def timeout(self) -> int:
