@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ def source():
 def run_tap(tmp_path):
     """Run the real ``tap-exnaton`` CLI with a config (and state), return its parsed output."""
 
-    def run(config: dict, state: dict | None = None, *args: str) -> TapRun:
+    def run(config: dict, state: dict | None = None, *args: str, env: dict[str, str] | None = None) -> TapRun:
         config_file = tmp_path / "config.json"
         config_file.write_text(json.dumps(config))
         command = [TAP, "--config", str(config_file), *args]
@@ -56,7 +57,10 @@ def run_tap(tmp_path):
             state_file = tmp_path / "state.json"
             state_file.write_text(json.dumps(state))
             command += ["--state", str(state_file)]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        environment = {**os.environ, **(env or {})}
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=120, check=False, env=environment
+        )
         return TapRun(done.returncode, done.stdout, done.stderr)
 
     return run

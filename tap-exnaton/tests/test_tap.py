@@ -286,6 +286,18 @@ def test_api_key_is_sent_in_the_configured_header_and_never_printed(source, run_
     assert secret not in run.stderr
 
 
+def test_proxy_of_the_environment_is_used(source, run_tap):
+    """The session reads the proxy variables once (not on every request), and still goes through them."""
+    serve_two_meters(source)
+    proxy = source.base_url.removesuffix("/challenge")
+    config = file_config(source, meters=METERS[:1], base_url="http://meters.invalid/challenge")
+    run = run_tap(config, env={"HTTP_PROXY": proxy, "http_proxy": proxy, "NO_PROXY": "", "no_proxy": ""})
+    assert run.returncode == 0, run.stderr
+    assert len(run.records()) == 8
+    # A proxy gets the absolute URL of the source in the request line.
+    assert source.requests[0][1] == f"http://meters.invalid/challenge/{MUID_1}.json"
+
+
 # --- settings and discovery ------------------------------------------------------------------------
 
 
