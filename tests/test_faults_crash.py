@@ -30,7 +30,7 @@ from tests.faulty_source import (
     source_readings,
     stream_states,
 )
-from tests.pipeline import MELTANO, PROJECT_ROOT, Pipeline, conninfo, private_meltano_dirs
+from tests.pipeline import MELTANO, PROJECT_ROOT, Pipeline, conninfo, private_meltano_dirs, wait_until
 from tools.db import ensure_meltano_schema
 from tools.synthetic import Meter, day_start, meters_setting, synthetic_meters, write_exports
 
@@ -77,14 +77,6 @@ def start_in_background(pipeline: Pipeline, *args: str, log_name: str = "backgro
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-
-
-def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what} after {timeout} s")
-        time.sleep(0.1)
 
 
 def loaded_rows(pipeline: Pipeline) -> int:

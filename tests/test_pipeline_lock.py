@@ -7,14 +7,14 @@ import os
 import signal
 import subprocess
 import threading
-import time
+from collections.abc import Callable
 from contextlib import ExitStack
 
 import psycopg
 import pytest
 from pipeline_lock import PipelineBusyError, hold_for_build, hold_for_load, holders
 
-from tests.pipeline import MELTANO, PROJECT_ROOT, Pipeline, conninfo
+from tests.pipeline import MELTANO, PROJECT_ROOT, Pipeline, conninfo, wait_until
 
 
 @pytest.fixture
@@ -43,12 +43,16 @@ def build_in_thread(connection: psycopg.Connection, wait: str) -> tuple[threadin
     return thread, outcome
 
 
-def wait_for_waiting_build(observer: psycopg.Connection) -> None:
-    for _ in range(100):
-        if any(kind == "build" and not granted for _, kind, granted, _ in holders(observer)):
-            return
-        threading.Event().wait(0.05)
-    raise AssertionError("the build never queued for the lock")
+def waiting_build(observer: psycopg.Connection, name: str | None = None) -> Callable[[], bool]:
+    """True once a build (of application ``name``, if given) waits for the lock."""
+
+    def check() -> bool:
+        return any(
+            kind == "build" and not granted and name in (None, application)
+            for _, kind, granted, application in holders(observer)
+        )
+
+    return check
 
 
 def test_loads_share_the_lock_and_a_build_waits_for_them_then_shuts_new_loads_out(sessions):
@@ -59,7 +63,7 @@ def test_loads_share_the_lock_and_a_build_waits_for_them_then_shuts_new_loads_ou
     hold_for_load(second_load)  # parallel shards load side by side
 
     thread, outcome = build_in_thread(build, wait="30s")
-    wait_for_waiting_build(observer)
+    wait_until(waiting_build(observer), timeout=5, what="the build to queue for the lock")
     with pytest.raises(PipelineBusyError, match=r"a dbt build is running or waiting .*build pid \d+ waiting"):
         hold_for_load(late_load)  # queued behind the waiting build, not let in ahead of it
 
@@ -116,15 +120,13 @@ def test_the_dbt_utility_queues_a_build_behind_the_lock_and_lets_other_commands_
     )
     try:
         with psycopg.connect(conninfo(database)) as observer:
-            for _ in range(600):
-                queued = [
-                    row for row in holders(observer) if row[1:] == ("build", False, "exnaton dbt build")
-                ]
-                if queued or build.poll() is not None:
-                    break
-                time.sleep(0.1)
-        assert queued, f"the build did not queue for the lock (exit {build.poll()})"
-        assert build.poll() is None, "the build went ahead while another held the lock"
+            queued = waiting_build(observer, "exnaton dbt build")
+
+            def queued_while_running() -> bool:
+                assert build.poll() is None, "the build went ahead while another held the lock"
+                return queued()
+
+            wait_until(queued_while_running, timeout=60, what="the build to queue for the lock")
     finally:
         os.killpg(build.pid, signal.SIGKILL)
         build.wait()

@@ -52,8 +52,8 @@ def ensure_database(env: dict[str, str]) -> None:
     with psycopg.connect(conninfo(admin), autocommit=True) as conn:
         exists = conn.execute("select 1 from pg_database where datname = %s", [env["PGDATABASE"]]).fetchone()
         if not exists:
-            # Two make targets started together (the README's `make mirror &` and `make run`) may both get
-            # here: the one that loses the race finds the database made.
+            # Two make targets started together may both get here: the one that loses the race finds the
+            # database made.
             with contextlib.suppress(psycopg.errors.UniqueViolation, psycopg.errors.DuplicateDatabase):
                 conn.execute(sql.SQL("create database {}").format(sql.Identifier(env["PGDATABASE"])))
 
