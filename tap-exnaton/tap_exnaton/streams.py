@@ -1,46 +1,42 @@
-"""Streams of tap-exnaton: a stream per meter or one for the fleet, in one of two record layouts."""
+"""Streams of tap-exnaton: every stream is partitioned by meter, in one of two record layouts.
+
+A stream per meter is a stream with one partition; the fleet stream ``readings`` has one per meter. Every
+meter goes the same way: its pages are fetched ahead by a pool of threads, the readings after its bookmark
+are kept, sorted and turned into records, and its bookmark is committed when its partition ends.
+"""
 
 from __future__ import annotations
 
-import itertools
+import logging
 import operator
 import re
 import time as clock
 import typing as t
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 
 from singer_sdk import typing as th
 from singer_sdk.helpers.conform import TypeConformanceLevel
-from singer_sdk.pagination import SinglePagePaginator
 
 from tap_exnaton.client import (
     DEFAULT_CONCURRENCY,
-    UTC,
     ExnatonSourceError,
     ExnatonStream,
     Fetched,
     MeterStateManager,
     Prefetch,
     Progress,
-    Window,
-    WindowPaginator,
-    format_query_bound,
     format_source_timestamp,
     parse_source_timestamp,
     response_payload,
 )
+from tap_exnaton.sources import SourceApi, source_api_for
 
 if t.TYPE_CHECKING:
-    import requests
-    from singer_sdk.streams._state import StreamStateManager
-
     from tap_exnaton.tap import TapExnaton as Tap
 
 # OBIS codes are six bytes, written by Exnaton as twelve hex digits (e.g. 0100011D00FF).
 OBIS_KEY = re.compile(r"^[0-9A-Fa-f]{12}$")
-KEY_PROPERTIES = ("muid", "obis_code", "timestamp")
-MIN_WINDOW = timedelta(minutes=15)
 
 READING_SCHEMA = th.PropertiesList(
     th.Property("muid", th.StringType, required=True, description="Meter id (from the reading's tags)"),
@@ -62,9 +58,16 @@ READING_SCHEMA = th.PropertiesList(
 DAY_SCHEMA = th.PropertiesList(
     th.Property("muid", th.StringType, required=True, description="Meter id"),
     th.Property("obis_code", th.StringType, required=True, description="OBIS code of the values"),
-    th.Property("day", th.DateType, required=True, description="UTC calendar day of the readings"),
+    th.Property(
+        "day",
+        th.DateType,
+        required=True,
+        description="UTC calendar day of the readings (a record may hold part of it)",
+    ),
     th.Property("measurement", th.StringType, description="Measurement name, e.g. energy"),
-    th.Property("first_timestamp", th.DateTimeType, description="Earliest reading of the record, UTC"),
+    th.Property(
+        "first_timestamp", th.DateTimeType, required=True, description="Earliest reading of the record, UTC"
+    ),
     th.Property("last_timestamp", th.DateTimeType, required=True, description="Latest reading of the record"),
     th.Property("reading_count", th.IntegerType, description="Number of readings in the arrays"),
     th.Property(
@@ -93,18 +96,24 @@ DAY_SCHEMA = th.PropertiesList(
 ).to_dict()
 # The tag keys that meter_day records carry in columns of their own.
 PLAIN_TAG_KEYS = frozenset({"muid", "quality"})
-# The source's own timestamp format; such a string is kept as it is instead of being re-formatted.
-CANONICAL_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
 INTERVAL = timedelta(minutes=15)
+# Fields of a source record that are never OBIS values.
+SOURCE_FIELDS = ("measurement", "timestamp", "tags")
 # Key -> OBIS code (upper case) or None: a source repeats the same few keys in every record, and a dict
 # look-up is much cheaper than the pattern per key and record. Bounded, since keys come from outside.
-_OBIS_OF_KEY: dict[str, str | None] = {}
+_OBIS_OF_KEY: dict[str, str | None] = dict.fromkeys(SOURCE_FIELDS)
 _OBIS_CACHE_LIMIT = 1024
 _UNSEEN = object()
-# Fields of a source record that are never OBIS values.
-SOURCE_FIELDS = frozenset({"measurement", "timestamp", "tags"})
-EARLIEST = datetime.min.replace(tzinfo=UTC)
-LATEST = datetime.max.replace(tzinfo=UTC)
+# Value types a reading may hold (bool is a type of its own, so True is not a number here).
+_NUMBER_TYPES = frozenset({int, float, type(None)})
+# Timestamps already checked to be in the source's canonical form (``2023-02-28T23:45:00.000Z``, UTC):
+# such strings sort as the moments they name, so bounds and bookmarks are compared as strings. Every meter
+# of a fleet sends the same timestamps, so most checks are one set look-up. Bounded like the OBIS keys.
+_CANONICAL: set[str] = set()
+_CANONICAL_LIMIT = 1 << 18
+_TIMESTAMP = operator.itemgetter("timestamp")
+# "HH:MM" of every minute of a day, to write the timestamps of a regular day without datetime arithmetic.
+_CLOCK = [f"{minute // 60:02d}:{minute % 60:02d}" for minute in range(24 * 60)]
 
 
 def _learn_obis_key(key: str) -> str | None:
@@ -115,331 +124,351 @@ def _learn_obis_key(key: str) -> str | None:
     return code
 
 
-class Reading(t.NamedTuple):
-    """One OBIS value of one source record."""
+def canonical_timestamp(value: object) -> str | None:
+    """``value`` in the source's canonical form (UTC, milliseconds, ``Z``), or None if it is no date-time."""
+    if value.__class__ is str and value in _CANONICAL:
+        return value  # type: ignore[return-value]
+    moment = parse_source_timestamp(value)
+    if moment is None:
+        return None
+    canonical = format_source_timestamp(moment)
+    if canonical == value and len(_CANONICAL) < _CANONICAL_LIMIT:
+        _CANONICAL.add(canonical)
+    return canonical
 
-    moment: datetime
-    timestamp: str
-    obis_code: str
-    value: float | int | None
-    muid: str
-    measurement: str | None
-    tags: dict
+
+@dataclass(frozen=True)
+class Keep:
+    """Which readings of a meter a run sends: after its bookmark, within [start_date, end_date).
+
+    Canonical timestamp strings (or None: no bound), compared as strings.
+    """
+
+    after: str | None = None
+    start: str | None = None
+    stop: str | None = None
+
+    def __contains__(self, stamp: str) -> bool:
+        return (
+            (self.after is None or stamp > self.after)
+            and (self.start is None or stamp >= self.start)
+            and (self.stop is None or stamp < self.stop)
+        )
 
 
-def parse_readings(
-    payload: list, *, meter_muid: str, where: str, low: datetime = EARLIEST, high: datetime = LATEST
-) -> list[Reading]:
-    """Validate every source record; return one Reading per OBIS-shaped key of those in [low, high)."""
+def kept_source_records(payload: list, *, where: str, keep: Keep) -> tuple[list[dict], int]:
+    """Check every source record of a page; return those ``keep`` holds (their timestamps canonical) and
+    the number of readings (OBIS values) they hold.
+
+    Every record is checked, kept or not: a page with a bad record is refused whole.
+    """
     obis_of_key = _OBIS_OF_KEY
-    readings: list[Reading] = []
+    canonical = _CANONICAL
+    kept: list[dict] = []
+    readings = 0
     for index, source in enumerate(payload):
-        if not isinstance(source, dict):
+        if source.__class__ is not dict:
             msg = f"{where}: reading #{index} is {type(source).__name__}, expected an object"
             raise ExnatonSourceError(msg)
-        raw_timestamp = source.get("timestamp")
-        moment = parse_source_timestamp(raw_timestamp)
-        if moment is None:
-            msg = (
-                f"{where}: reading #{index} field 'timestamp' is not a parsable date-time: {raw_timestamp!r}"
-            )
-            raise ExnatonSourceError(msg)
-        timestamp = (
-            raw_timestamp if CANONICAL_TIMESTAMP.match(raw_timestamp) else format_source_timestamp(moment)
-        )
-        wanted = low <= moment < high
-        tags = source.get("tags")
-        if not isinstance(tags, dict):
-            tags = {}
-        for key, value in source.items():
-            if key in SOURCE_FIELDS:
-                continue
-            obis_code = obis_of_key.get(key, _UNSEEN)
-            if obis_code is _UNSEEN:
-                obis_code = _learn_obis_key(key)
-            if obis_code is None:
-                continue
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-                msg = f"{where}: reading #{index} ({timestamp}) field {key!r} is not a number: {value!r}"
+        stamp = source.get("timestamp")
+        if stamp.__class__ is not str or stamp not in canonical:
+            stamp = canonical_timestamp(stamp)
+            if stamp is None:
+                raw = source.get("timestamp")
+                msg = f"{where}: reading #{index} field 'timestamp' is not a parsable date-time: {raw!r}"
                 raise ExnatonSourceError(msg)
-            if wanted:
-                muid = tags.get("muid") or meter_muid
-                readings.append(
-                    Reading(moment, timestamp, obis_code, value, muid, source.get("measurement"), tags)
-                )
-    return readings
+            source["timestamp"] = stamp
+        values = 0
+        for key, value in source.items():
+            code = obis_of_key.get(key, _UNSEEN)
+            if code is _UNSEEN:
+                code = _learn_obis_key(key)
+            if code is not None:
+                if value.__class__ not in _NUMBER_TYPES:
+                    msg = f"{where}: reading #{index} ({stamp}) field {key!r} is not a number: {value!r}"
+                    raise ExnatonSourceError(msg)
+                values += 1
+        if stamp in keep:
+            kept.append(source)
+            readings += values
+    return kept, readings
 
 
-SORT_KEY = operator.attrgetter("timestamp", "obis_code")
+def obis_values(source: dict) -> t.Iterator[tuple[str, float | int | None]]:
+    """(OBIS code, value) of every OBIS-shaped key of a checked source record."""
+    obis_of_key = _OBIS_OF_KEY
+    for key, value in source.items():
+        code = obis_of_key.get(key, _UNSEEN)
+        if code is _UNSEEN:
+            code = _learn_obis_key(key)
+        if code is not None:
+            yield code, value
 
 
-def reading_record(reading: Reading) -> dict:
-    """The long-form Singer record of one reading."""
-    return {
-        "muid": reading.muid,
-        "measurement": reading.measurement,
-        "timestamp": reading.timestamp,
-        "quality": reading.tags.get("quality"),
-        "obis_code": reading.obis_code,
-        "value": reading.value,
-        "tags": reading.tags,
-    }
+def source_tags(source: dict) -> dict:
+    tags = source.get("tags")
+    return tags if tags.__class__ is dict else {}
 
 
 @dataclass(frozen=True)
 class MeterSync:
-    """One meter's part of a sync: what to ask the source, and what is loaded already."""
+    """One meter's part of a sync: what to ask the source, and which readings to send on."""
 
     muid: str
-    bookmark: datetime | None
-    start: datetime
-    stop: datetime
+    keep: Keep
+    start: datetime | None
+    stop: datetime | None
 
     @property
     def context(self) -> dict:
-        """The context of its requests: ``{muid}`` in the URL path or query."""
+        """The context of its requests and its partition: ``{muid}``."""
         return {"muid": self.muid}
 
 
 class MeterReadingsStream(ExnatonStream):
-    """Energy readings of meters, one record per reading and OBIS code.
+    """Energy readings of meters, one record per reading and OBIS code; a partition per meter.
 
-    A stream serves one meter (``partitioned=False``: the stream per meter, its bookmark is the stream's)
-    or a fleet (``partitioned=True``: one partition and bookmark per meter). Either way the meters' pages
-    are fetched by a pool of threads ahead of the meter being emitted, and a meter whose source fails is
-    reported to the tap and skipped, its bookmark unchanged, while the others go on.
-
-    ``file`` mode reads the whole S3 export of a meter (newest first, so the stream is unsorted and the
-    SDK only commits the bookmark at the end of the meter); ``measurement`` mode walks the upstream API in
-    ascending windows and emits each window sorted, so the bookmark advances as the run goes.
+    A meter's run sends only the readings after its bookmark, in ascending order. The stream is declared
+    unsorted on purpose: the SDK then commits a meter's bookmark only when its partition ends, never between
+    two records, so the records of one timestamp (one per OBIS code, or one per OBIS code and day) never
+    straddle a STATE message, and a run stopped anywhere re-sends from the last committed bookmark: at least
+    once, and nothing twice in the marts (staging deduplicates). A meter whose source fails is recorded with
+    an ``error`` in its partition state, its bookmark unchanged, while the others go on.
     """
 
     replication_key = "timestamp"
     schema: t.ClassVar[dict] = READING_SCHEMA
-    key_properties: t.ClassVar[list[str]] = list(KEY_PROPERTIES)
+    key_properties: t.ClassVar[list[str]] = ["muid", "obis_code", "timestamp"]
+    is_sorted = False
 
-    def __init__(self, tap: Tap, *, name: str, muids: list[str], partitioned: bool = False) -> None:
+    def __init__(self, tap: Tap, *, name: str, muids: list[str]) -> None:
         self.muids = muids
-        self.partitioned = partitioned
+        self.source_api: SourceApi = source_api_for(tap.config)
+        self.failures: list[str] = []
+        self._meter_state: MeterStateManager | None = None
         self._prefetch: Prefetch | None = None
+        self._progress: Progress | None = None
         super().__init__(tap, name=name)
         if not self.config.get("append_only", False):
             self.primary_keys = list(self.key_properties)
-        # A duration metric per request is a log line per meter: at fleet size, more work than the request.
-        self._LOG_REQUEST_METRICS = not partitioned
+        self.logger.addFilter(_quiet_partition_starts)
 
     @property
-    def state_manager(self) -> StreamStateManager:
-        if self._state_manager is None and self.partitioned:
-            self._state_manager = MeterStateManager(
+    def state_manager(self) -> MeterStateManager:
+        if self._meter_state is None:
+            self._meter_state = MeterStateManager(
                 tap_name=self.tap_name,
                 stream_name=self.name,
-                tap_state=self._tap_state,
+                tap_state=self.tap_state,
+                state_partitioning_keys=self.state_partitioning_keys,
                 is_sorted=self.is_sorted,
                 check_sorted=self.check_sorted,
+                sole_muid=self.muids[0] if len(self.muids) == 1 else None,
             )
-        return super().state_manager
+        return self._meter_state
 
     @property
-    def partitions(self) -> list[dict] | None:
-        return [{"muid": muid} for muid in self.muids] if self.partitioned else None
-
-    @property
-    def api_mode(self) -> str:
-        return str(self.config.get("api_mode", "file"))
+    def partitions(self) -> list[dict]:
+        return [{"muid": muid} for muid in self.muids]
 
     @property
     def path(self) -> str:  # type: ignore[override]
-        return "/meterdata/measurement" if self.api_mode == "measurement" else "/{muid}.json"
+        return self.source_api.path
 
-    @property
-    def is_sorted(self) -> bool:
-        return self.api_mode == "measurement"
-
-    def get_url_params(self, context: t.Any, next_page_token: Window | None) -> dict[str, t.Any]:
-        if self.api_mode != "measurement" or next_page_token is None:
-            return {}
-        return {
-            "muid": context["muid"],
-            "measurement": self.config.get("measurement", "energy"),
-            "start": format_query_bound(next_page_token.start),
-            "stop": format_query_bound(next_page_token.stop),
-            "limit": int(self.config.get("page_size", 5000)),
-        }
-
-    def sync(self, context: t.Any = None) -> None:
-        self._progress = Progress(started=clock.monotonic())
-        workers = int(self.config.get("max_concurrent_requests", DEFAULT_CONCURRENCY))
-        self._prefetch = Prefetch(self._meter_syncs(), self._fetch_meter, workers=workers)
-        try:
-            super().sync(context)
-        finally:
-            self._prefetch.close()
-        self.logger.info("%s: %s", self.name, self._progress.summary())
-
-    def _meter_syncs(self) -> t.Iterator[MeterSync]:
-        """A MeterSync per meter, in the order the SDK syncs them (read from the state as it was)."""
-        for muid in self.muids:
-            context = {"muid": muid} if self.partitioned else None
-            # Only the bookmark of the incoming state counts here (the SDK's starting value falls back to
-            # start_date, which is an inclusive bound and is applied on its own).
-            bookmark = parse_source_timestamp(self.get_context_state(context).get("replication_key_value"))
-            start, stop = self._sync_range(bookmark)
-            yield MeterSync(muid, bookmark, start, stop)
-
-    def _fetch_meter(self, meter: MeterSync) -> Fetched:
-        if meter.start >= meter.stop:
-            return Fetched()
-        return self.fetch_pages(self._paginator(meter), meter.context)
-
-    def _paginator(self, meter: MeterSync) -> WindowPaginator | SinglePagePaginator:
-        if self.api_mode != "measurement":
-            return SinglePagePaginator()
-        return WindowPaginator(
-            meter.start,
-            meter.stop,
-            window=timedelta(days=int(self.config.get("window_days", 31))),
-            limit=int(self.config.get("page_size", 5000)),
-            min_window=MIN_WINDOW,
-            where=f"{self.name} (muid {meter.muid})",
-        )
+    def get_url_params(self, context: t.Any, next_page_token: t.Any) -> dict[str, t.Any]:
+        return self.source_api.url_params(context, next_page_token)
 
     def get_records(self, context: t.Any) -> t.Iterable[dict[str, t.Any]]:
-        if self._prefetch is None or (self.partitioned and not context):
+        if not context:
             return  # a fleet stream with no meters in this shard
-        meter, fetching = self._prefetch.take()
-        if context and context["muid"] != meter.muid:
+        meter, fetching = self._meters_fetched_ahead().take()
+        if context["muid"] != meter.muid:
             msg = f"{self.name}: partitions synced out of order ({context['muid']} before {meter.muid})"
             raise RuntimeError(msg)
+        state = self.get_context_state(context)
         try:
             fetched = fetching.result()
             self._progress.add(fetched)
-            pages = (self._page_readings(response, meter) for response in fetched.responses)
-            yield from self._meter_records(pages, meter)
+            sources = self._kept_sources(fetched, meter)
         except ExnatonSourceError as exc:
-            self._tap.meter_failed(str(exc))
+            self._meter_failed(state, str(exc))
+        else:
+            yield from self.meter_records(sources, meter.muid)
+            state.pop("error", None)
+        if self._prefetch.done:
+            self.close()
 
-    def _page_readings(self, response: requests.Response, meter: MeterSync) -> list[Reading]:
-        where = f"{self.name}: GET {self._redacted(response.url)}"
-        payload = response_payload(response, where=where)
-        low = meter.start
-        loaded_up_to = self._loaded_up_to(meter)
-        if loaded_up_to is not None:
-            low = max(low, loaded_up_to + timedelta(microseconds=1))
-        readings = parse_readings(payload, meter_muid=meter.muid, where=where, low=low, high=meter.stop)
-        if self._sorts_pages():
-            readings.reverse()  # the source sends newest first: reversed, the sort has little left to do
-            readings.sort(key=SORT_KEY)
-        self._progress.readings += len(readings)
-        return readings
+    def meter_records(self, sources: list[dict], muid: str) -> t.Iterator[dict]:
+        """The records of a meter's kept source records (ascending): one per reading and OBIS code."""
+        for source in sources:
+            tags = source_tags(source)
+            reading_muid = tags.get("muid") or muid
+            stamp, measurement, quality = source["timestamp"], source.get("measurement"), tags.get("quality")
+            for obis_code, value in obis_values(source):
+                yield {
+                    "muid": reading_muid,
+                    "measurement": measurement,
+                    "timestamp": stamp,
+                    "quality": quality,
+                    "obis_code": obis_code,
+                    "value": value,
+                    "tags": tags,
+                }
 
-    def _meter_records(self, pages: t.Iterable[list[Reading]], meter: MeterSync) -> t.Iterator[dict]:
-        for readings in pages:
-            yield from map(reading_record, readings)
+    def close(self) -> None:
+        """End the fetch pool (called when the last meter is taken, and by the tap after every sync)."""
+        if self._prefetch is not None:
+            self._prefetch.close()
+            self._prefetch = None
+            self.logger.info("%s: %s", self.name, self._progress.summary())
 
-    def _sorts_pages(self) -> bool:
-        return self.api_mode == "measurement"
+    def _meters_fetched_ahead(self) -> Prefetch:
+        if self._prefetch is None:
+            self._progress = Progress(started=clock.monotonic())
+            workers = int(self.config.get("max_concurrent_requests", DEFAULT_CONCURRENCY))
+            self._prefetch = Prefetch(self._meter_syncs(), self._fetch_meter, workers=workers)
+        return self._prefetch
 
-    def _resume_from(self, bookmark: datetime) -> datetime:
-        return bookmark
-
-    def _loaded_up_to(self, meter: MeterSync) -> datetime | None:
-        # File mode re-reads the whole export: keep only what is newer than the bookmark. Measurement mode
-        # asks from the bookmark inclusive, so that a run stopped inside one timestamp loses nothing.
-        return None if self.api_mode == "measurement" else meter.bookmark
-
-    def _sync_range(self, bookmark: datetime | None) -> tuple[datetime, datetime]:
+    def _meter_syncs(self) -> t.Iterator[MeterSync]:
+        """A MeterSync per meter, in the order the SDK syncs them, from each meter's committed bookmark."""
         start_date = _config_datetime(self.config.get("start_date"))
-        end_date = _config_datetime(self.config.get("end_date"))
-        if self.api_mode == "measurement":
-            start = self._resume_from(bookmark) if bookmark else start_date
-            if start is None:
-                msg = f"{self.name}: start_date is required in measurement mode when there is no state"
-                raise ExnatonSourceError(msg)
-            return max(start, start_date or start), end_date or datetime.now(UTC)
-        return start_date or EARLIEST, end_date or LATEST
+        stop = _config_datetime(self.config.get("end_date")) or self.source_api.default_stop()
+        bounds = {
+            "start": None if start_date is None else format_source_timestamp(start_date),
+            "stop": None if stop is None else format_source_timestamp(stop),
+        }
+        for muid in self.muids:
+            bookmark = parse_source_timestamp(
+                self.get_context_state({"muid": muid}).get("replication_key_value")
+            )
+            start = max(bookmark, start_date or bookmark) if bookmark else start_date
+            after = None if bookmark is None else format_source_timestamp(bookmark)
+            yield MeterSync(muid, Keep(after=after, **bounds), start, stop)
+
+    def _fetch_meter(self, meter: MeterSync) -> Fetched:
+        if meter.start is not None and meter.stop is not None and meter.start >= meter.stop:
+            return Fetched()
+        where = f"{self.name} (muid {meter.muid})"
+        return self.fetch_pages(
+            self.source_api.paginator(meter.start, meter.stop, where=where), meter.context
+        )
+
+    def _kept_sources(self, fetched: Fetched, meter: MeterSync) -> list[dict]:
+        kept: list[dict] = []
+        for response in fetched.responses:
+            where = f"{self.name}: GET {self._redacted(response.url)}"
+            payload = response_payload(response, where=where)
+            page, readings = kept_source_records(payload, where=where, keep=meter.keep)
+            kept += page
+            self._progress.readings += readings
+        # Pages come newest first, windows oldest first: sorting runs in either order costs little.
+        kept.sort(key=_TIMESTAMP)
+        return kept
+
+    def _meter_failed(self, state: dict, message: str) -> None:
+        """Log it now, keep it in the meter's state (contract 2), fail the run once the others are done."""
+        self.logger.error("%s", message)
+        state["error"] = message.splitlines()[0] if message else "unknown error"
+        self.failures.append(message)
+
+
+def _quiet_partition_starts(record: logging.LogRecord) -> bool:
+    # The SDK logs a line per partition as it starts; a fleet's 10,000 lines cost more than its fetches.
+    return not (isinstance(record.msg, str) and record.msg.startswith("Starting incremental sync of"))
 
 
 class MeterDaysStream(MeterReadingsStream):
-    """The same readings, one record per meter, OBIS code and UTC day with parallel arrays.
+    """The same readings, one record per meter, OBIS code and UTC day (or the part of it after the
+    bookmark), with parallel arrays.
 
     96 readings travel in one Singer record, so the loader does a hundredth of its per-record work; dbt
-    unnests the arrays in SQL. A day is always emitted whole and merged on (muid, obis_code, day), so a
-    re-emitted day replaces the earlier copy instead of adding to it. Readings come in ascending order
-    (each page is sorted, windows ascend), and a day is held back until a later day shows up, because a
-    day can span two measurement windows.
+    unnests the arrays in SQL. A run that adds one reading to a day sends a record of that one reading: the
+    key is (muid, obis_code, first_timestamp), and staging deduplicates the readings of records that overlap.
     """
 
     replication_key = "last_timestamp"
     schema: t.ClassVar[dict] = DAY_SCHEMA
-    key_properties: t.ClassVar[list[str]] = ["muid", "obis_code", "day"]
-    is_sorted = True  # type: ignore[assignment]
+    key_properties: t.ClassVar[list[str]] = ["muid", "obis_code", "first_timestamp"]
     # Records are built with exact types here; walking 96-element arrays again per record costs more than
     # the rest of the tap.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.ROOT_ONLY
 
-    def _meter_records(self, pages: t.Iterable[list[Reading]], meter: MeterSync) -> t.Iterator[dict]:
-        for day in group_meter_days(itertools.chain.from_iterable(pages)):
-            if meter.bookmark is None or parse_source_timestamp(day["last_timestamp"]) > meter.bookmark:
-                yield day
-
-    def _sorts_pages(self) -> bool:
-        return True
-
-    def _loaded_up_to(self, meter: MeterSync) -> datetime | None:
-        # Days are filtered as a whole in _meter_records: a day with one new reading is re-emitted complete.
-        return None
-
-    def _resume_from(self, bookmark: datetime) -> datetime:
-        return datetime.combine(bookmark.date(), time.min, tzinfo=UTC)
-
-
-def group_meter_days(readings: t.Iterable[Reading]) -> t.Iterator[dict]:
-    """Group ascending readings into one record per (obis_code, UTC day)."""
-    current_day, by_obis = None, {}
-    for reading in readings:
-        day = reading.timestamp[:10]
-        if day != current_day:
-            yield from day_records(by_obis)
-            current_day, by_obis = day, {}
-        by_obis.setdefault(reading.obis_code, []).append(reading)
-    yield from day_records(by_obis)
-
-
-def day_records(by_obis: dict[str, list[Reading]]) -> list[dict]:
-    records = []
-    for obis_code, readings in by_obis.items():
-        first, last = readings[0], readings[-1]
-        plain_tags = all(reading.tags.keys() <= PLAIN_TAG_KEYS for reading in readings)
-        qualities = [reading.tags.get("quality") for reading in readings]
-        one_quality = qualities.count(qualities[0]) == len(qualities)
-        records.append(
-            {
-                "muid": first.muid,
-                "obis_code": obis_code,
-                "day": first.timestamp[:10],
-                "measurement": first.measurement,
-                "first_timestamp": first.timestamp,
-                "last_timestamp": last.timestamp,
-                "reading_count": len(readings),
-                # The arrays a loader would spend most of its time on are left out when they say nothing
-                # new: a regular day's timestamps follow from first_timestamp, a shared quality is one value.
-                "timestamps": None if on_interval_grid(readings) else [r.timestamp for r in readings],
+    def meter_records(self, sources: list[dict], muid: str) -> t.Iterator[dict]:
+        day, columns = None, {}
+        for source in sources:
+            stamp = source["timestamp"]
+            if stamp[:10] != day:
+                yield from (column.record() for column in columns.values())
+                day, columns = stamp[:10], {}
+            tags = source_tags(source)
+            plain, quality = tags.keys() <= PLAIN_TAG_KEYS, tags.get("quality")
+            for obis_code, value in obis_values(source):
+                column = columns.get(obis_code)
+                if column is None:
+                    column = columns[obis_code] = DayColumns(
+                        tags.get("muid") or muid, obis_code, source.get("measurement")
+                    )
+                column.timestamps.append(stamp)
                 # One numeric type per array: a loader dumps a list as one typed array (int 0 becomes 0.0).
-                "values": [None if reading.value is None else float(reading.value) for reading in readings],
-                "quality": qualities[0] if one_quality else None,
-                "qualities": None if one_quality else qualities,
-                "tags": None if plain_tags else [reading.tags for reading in readings],
-            }
-        )
-    # The stream is sorted on last_timestamp: several OBIS codes of one day must go out in that order.
-    return sorted(records, key=lambda record: record["last_timestamp"])
+                column.values.append(value if value.__class__ is not int else float(value))
+                column.qualities.append(quality)
+                column.tags.append(tags)
+                column.plain_tags = column.plain_tags and plain
+        yield from (column.record() for column in columns.values())
 
 
-def on_interval_grid(readings: list[Reading]) -> bool:
-    """Whether reading i starts exactly at the first reading's start + i * 15 minutes."""
-    start = readings[0].moment
-    return all(reading.moment - start == INTERVAL * index for index, reading in enumerate(readings))
+class DayColumns:
+    """The readings of one meter, OBIS code and day, gathered as the columns of a meter_day record."""
+
+    __slots__ = (
+        "measurement",
+        "muid",
+        "obis_code",
+        "plain_tags",
+        "qualities",
+        "tags",
+        "timestamps",
+        "values",
+    )
+
+    def __init__(self, muid: str, obis_code: str, measurement: str | None) -> None:
+        self.muid, self.obis_code, self.measurement = muid, obis_code, measurement
+        self.timestamps: list[str] = []
+        self.values: list[float | None] = []
+        self.qualities: list[str | None] = []
+        self.tags: list[dict] = []
+        self.plain_tags = True
+
+    def record(self) -> dict:
+        stamps, qualities = self.timestamps, self.qualities
+        one_quality = qualities.count(qualities[0]) == len(qualities)
+        return {
+            "muid": self.muid,
+            "obis_code": self.obis_code,
+            "day": stamps[0][:10],
+            "measurement": self.measurement,
+            "first_timestamp": stamps[0],
+            "last_timestamp": stamps[-1],
+            "reading_count": len(stamps),
+            # The arrays a loader would spend most of its time on are left out when they say nothing new: a
+            # regular day's timestamps follow from first_timestamp, a shared quality is one value.
+            "timestamps": None if on_interval_grid(stamps) else stamps,
+            "values": self.values,
+            "quality": qualities[0] if one_quality else None,
+            "qualities": None if one_quality else qualities,
+            "tags": None if self.plain_tags else self.tags,
+        }
+
+
+def on_interval_grid(stamps: list[str]) -> bool:
+    """Whether canonical timestamps of one day are first + i * 15 minutes (compared as strings)."""
+    first = stamps[0]
+    minute = int(first[11:13]) * 60 + int(first[14:16])
+    end = minute + 15 * len(stamps)
+    if end > len(_CLOCK) + 14:
+        return False
+    prefix, suffix = first[:11], first[16:]
+    return stamps == [prefix + _CLOCK[m] + suffix for m in range(minute, end, 15)]
 
 
 def expand_day_record(record: dict) -> list[tuple[str, float | None, str | None]]:

@@ -162,11 +162,11 @@ class TapExnaton(Tap):
     ).to_dict()
 
     def discover_streams(self) -> list[MeterReadingsStream]:
-        """A stream per configured meter, or one fleet stream, in the configured record layout."""
+        """A stream per configured meter (one partition each), or one fleet stream, in the record layout."""
         meters = self._shard_of(self.configured_meters())
         layout = MeterDaysStream if self.config.get("record_layout") == "meter_day" else MeterReadingsStream
         if not self.config.get("stream_per_meter", True):
-            return [layout(self, name=FLEET_STREAM, muids=[m["muid"] for m in meters], partitioned=True)]
+            return [layout(self, name=FLEET_STREAM, muids=[m["muid"] for m in meters])]
         return [layout(self, name=m["stream_name"], muids=[m["muid"]]) for m in meters]
 
     def configured_meters(self) -> list[dict]:
@@ -197,17 +197,17 @@ class TapExnaton(Tap):
             raise ExnatonSourceError(msg)
         return [m for m in meters if zlib.crc32(m["muid"].encode()) % count == index]
 
-    def meter_failed(self, message: str) -> None:
-        """A meter's source failed: log it now, fail the run once every other meter is done."""
-        self.logger.error("%s", message)
-        self._failures.append(message)
-
     def sync_all(self) -> None:
-        self._failures: list[str] = []
-        super().sync_all()
-        if self._failures:
+        """Every selected stream; then fail the run if some meters failed (the others are bookmarked)."""
+        try:
+            super().sync_all()
+        finally:
+            for stream in self.streams.values():
+                stream.close()
+        failures = [failure for stream in self.streams.values() for failure in stream.failures]
+        if failures:
             meter_count = sum(len(stream.muids) for stream in self.streams.values() if stream.selected)
-            raise MetersFailedError(self._failures, meter_count)
+            raise MetersFailedError(failures, meter_count)
 
 
 def read_meters_file(path: Path) -> list[dict]:

@@ -35,6 +35,12 @@ def measurement_config(source, **extra) -> dict:
     )
 
 
+def bookmark(state: dict, stream: str) -> dict:
+    """The state of a stream's one meter: every stream is partitioned by meter."""
+    (partition,) = state["bookmarks"][stream]["partitions"]
+    return partition
+
+
 def serve_two_meters(source, count: int = 8) -> None:
     source.files[MUID_1] = export_records(MUID_1, IMPORT, FEB_1, count)
     # Exported energy: zero (a JSON int) at night, floats with binary noise by day.
@@ -50,8 +56,8 @@ def test_file_mode_emits_one_long_form_record_per_obis_value(source, run_tap):
     serve_two_meters(source)
     run = run_tap(file_config(source))
     assert run.returncode == 0, run.stderr
-    first = run.records("muid_1")[0]
-    assert first == {
+    newest = run.records("muid_1")[-1]
+    assert newest == {
         "muid": MUID_1,
         "measurement": "energy",
         "timestamp": "2023-02-01T01:45:00.000Z",
@@ -72,13 +78,16 @@ def test_int_zero_and_float_noise_pass_through_unchanged(source, run_tap):
     assert re.search(r'"value":0[,}]', run.stdout.replace(" ", ""))
 
 
-def test_file_mode_keeps_source_order_and_bookmarks_the_max_timestamp(source, run_tap):
-    serve_two_meters(source)
+def test_file_mode_sends_ascending_and_bookmarks_the_max_timestamp_in_the_meters_partition(source, run_tap):
+    serve_two_meters(source)  # the export is newest first
     run = run_tap(file_config(source))
     stamps = [r["timestamp"] for r in run.records("muid_1")]
-    assert stamps == sorted(stamps, reverse=True)
-    bookmark = run.final_state["bookmarks"]["muid_1"]["replication_key_value"]
-    assert bookmark == "2023-02-01T01:45:00.000Z"
+    assert stamps == sorted(stamps)
+    assert bookmark(run.final_state, "muid_1") == {
+        "context": {"muid": MUID_1},
+        "replication_key": "timestamp",
+        "replication_key_value": "2023-02-01T01:45:00.000Z",
+    }
 
 
 def test_any_obis_shaped_key_is_kept_and_other_keys_ignored(source, run_tap):
@@ -94,8 +103,9 @@ def test_any_obis_shaped_key_is_kept_and_other_keys_ignored(source, run_tap):
     ]
 
 
-def test_file_mode_with_state_keeps_only_newer_readings(source, run_tap):
+def test_file_mode_with_a_stream_level_bookmark_resumes_from_it_as_the_meters_partition(source, run_tap):
     serve_two_meters(source)
+    # The state of a stream per meter before every stream was partitioned by meter.
     state = {
         "bookmarks": {
             "muid_1": {"replication_key": "timestamp", "replication_key_value": "2023-02-01T01:00:00.000Z"}
@@ -103,15 +113,17 @@ def test_file_mode_with_state_keeps_only_newer_readings(source, run_tap):
     }
     run = run_tap(file_config(source), state)
     assert [r["timestamp"] for r in run.records("muid_1")] == [
-        "2023-02-01T01:45:00.000Z",
-        "2023-02-01T01:30:00.000Z",
         "2023-02-01T01:15:00.000Z",
+        "2023-02-01T01:30:00.000Z",
+        "2023-02-01T01:45:00.000Z",
     ]
     assert len(run.records("muid_2")) == 8
+    assert "replication_key_value" not in run.final_state["bookmarks"]["muid_1"]  # moved, not copied
+    assert bookmark(run.final_state, "muid_1")["replication_key_value"] == "2023-02-01T01:45:00.000Z"
 
     again = run_tap(file_config(source), run.final_state)
     assert again.records() == []
-    assert again.final_state["bookmarks"]["muid_1"]["replication_key_value"] == "2023-02-01T01:45:00.000Z"
+    assert bookmark(again.final_state, "muid_1")["replication_key_value"] == "2023-02-01T01:45:00.000Z"
 
 
 def test_start_date_is_inclusive_and_end_date_exclusive(source, run_tap):
@@ -128,7 +140,8 @@ def test_real_export_files(run_tap, source):
     run = run_tap(file_config(source))
     assert run.returncode == 0, run.stderr
     for stream, muid in (("muid_1", MUID_1), ("muid_2", MUID_2)):
-        expected = [v for r in source.files[muid] for k, v in r.items() if k.startswith("0100")]
+        ascending = sorted(source.files[muid], key=lambda r: r["timestamp"])
+        expected = [v for r in ascending for k, v in r.items() if k.startswith("0100")]
         records = run.records(stream)
         assert len(records) == 2688
         assert [r["value"] for r in records] == expected
@@ -157,7 +170,7 @@ def test_measurement_mode_walks_windows_in_order(source, run_tap):
         "stop": "2023-02-02",
         "limit": "5000",
     }
-    assert run.final_state["bookmarks"]["muid_1"]["replication_key_value"] == "2023-02-03T23:45:00.000Z"
+    assert bookmark(run.final_state, "muid_1")["replication_key_value"] == "2023-02-03T23:45:00.000Z"
 
 
 @pytest.mark.parametrize("keep", ["newest", "oldest"])
@@ -192,8 +205,9 @@ def test_measurement_mode_resumes_at_the_bookmark(source, run_tap):
     run = run_tap(measurement_config(source, meters=METERS[:1]), state)
     assert source.measurement_queries()[0]["start"] == "2023-02-03T12:00:00.000Z"
     stamps = [r["timestamp"] for r in run.records()]
-    # The bookmark itself is asked again (at-least-once): a run stopped inside one timestamp loses nothing.
-    assert stamps[0] == "2023-02-03T12:00:00.000Z" and len(stamps) == 48
+    # The bookmark's timestamp is asked again but not sent: a bookmark is committed only once all of its
+    # meter's records are (see test_a_run_stopped_inside_one_timestamp_loses_no_reading).
+    assert stamps[0] == "2023-02-03T12:15:00.000Z" and len(stamps) == 47
 
 
 def test_measurement_mode_needs_a_start(source, run_tap):
@@ -369,8 +383,8 @@ def test_meter_day_records_hold_whole_days_in_ascending_arrays(source, run_tap):
     assert {quality for _, _, quality in readings} == {"measured"}
     assert first["tags"] is None
     assert days[2]["timestamps"] is None and len(expand_day_record(days[2])) == 4
-    assert run.schema("muid_2")["key_properties"] == ["muid", "obis_code", "day"]
-    assert run.final_state["bookmarks"]["muid_2"]["replication_key_value"] == "2023-02-03T00:45:00.000Z"
+    assert run.schema("muid_2")["key_properties"] == ["muid", "obis_code", "first_timestamp"]
+    assert bookmark(run.final_state, "muid_2")["replication_key_value"] == "2023-02-03T00:45:00.000Z"
 
 
 def test_meter_day_keeps_timestamps_off_the_grid_and_qualities_that_differ(source, run_tap):
@@ -407,14 +421,21 @@ def test_meter_day_keeps_extra_tags_per_reading(source, run_tap):
     assert len(day["tags"]) == 3
 
 
-def test_meter_day_with_state_re_emits_only_days_with_new_readings(source, run_tap):
+def test_meter_day_with_state_sends_only_the_readings_after_the_bookmark(source, run_tap):
     serve_two_meters(source, count=2 * 96 + 4)
-    bookmark = {"replication_key": "last_timestamp", "replication_key_value": "2023-02-03T00:15:00.000Z"}
-    run = run_tap(day_config(source, meters=METERS[:1]), {"bookmarks": {"muid_1": bookmark}})
+    state = {"replication_key": "last_timestamp", "replication_key_value": "2023-02-03T00:15:00.000Z"}
+    run = run_tap(day_config(source, meters=METERS[:1]), {"bookmarks": {"muid_1": state}})
     (day,) = run.records()
-    assert (
-        day["day"] == "2023-02-03" and day["reading_count"] == 4
-    )  # the whole day, not only the new readings
+    # Part of a day: the two readings after the bookmark, not the day's four.
+    assert (day["day"], day["first_timestamp"], day["reading_count"]) == (
+        "2023-02-03",
+        "2023-02-03T00:30:00.000Z",
+        2,
+    )
+    assert day["timestamps"] is None and [s for s, _, _ in expand_day_record(day)] == [
+        "2023-02-03T00:30:00.000Z",
+        "2023-02-03T00:45:00.000Z",
+    ]
     again = run_tap(day_config(source, meters=METERS[:1]), run.final_state)
     assert again.records() == []
 
@@ -516,7 +537,8 @@ def test_fleet_meter_added_later_starts_at_start_date_the_others_at_their_bookma
     assert second.returncode == 0, second.stderr
     starts = {q["muid"]: q["start"] for q in reversed(source.measurement_queries())}
     assert starts == {MUID_1: "2023-02-01T01:45:00.000Z", MUID_2: "2023-02-01"}
-    assert [r["timestamp"] for r in second.records() if r["muid"] == MUID_1] == ["2023-02-01T01:45:00.000Z"]
+    # Asked from its bookmark, which is not sent again: nothing new.
+    assert [r["timestamp"] for r in second.records() if r["muid"] == MUID_1] == []
     assert len([r for r in second.records() if r["muid"] == MUID_2]) == 8
     assert set(partition_bookmarks(second.final_state).values()) == {"2023-02-01T01:45:00.000Z"}
 
@@ -544,6 +566,62 @@ def test_fleet_failing_meter_keeps_its_bookmark_the_others_load_and_move(source,
         MUID_1: "2023-02-01T01:45:00.000Z",
         third: "2023-02-01T01:45:00.000Z",
     }
+
+
+def test_a_failed_meter_has_an_error_in_its_partition_state_until_it_next_succeeds(source, run_tap):
+    serve_two_meters(source, count=8)
+    source.script[f"/challenge/{MUID_2}.json"] = [Scripted(503)] * 3
+    config = fleet_config(
+        source, [{"muid": MUID_1}, {"muid": MUID_2}], retry_backoff_factor=0.01, max_retries=2
+    )
+
+    failed = run_tap(config)
+
+    partitions = {p["context"]["muid"]: p for p in failed.final_state["bookmarks"]["readings"]["partitions"]}
+    assert "error" not in partitions[MUID_1]
+    error = partitions[MUID_2]["error"]
+    assert "\n" not in error and MUID_2 in error and "HTTP 503" in error, error
+    assert "replication_key_value" not in partitions[MUID_2]
+
+    fixed = run_tap(config, failed.final_state)
+
+    assert fixed.returncode == 0, fixed.stderr
+    partitions = {p["context"]["muid"]: p for p in fixed.final_state["bookmarks"]["readings"]["partitions"]}
+    assert "error" not in partitions[MUID_2]
+    assert partitions[MUID_2]["replication_key_value"] == "2023-02-01T01:45:00.000Z"
+
+
+def test_a_run_stopped_inside_one_timestamp_loses_no_reading(source, run_tap):
+    """The SDK writes a STATE message every 10,000 records of a stream; here the 10,000th record is the first of two OBIS
+    codes of one timestamp of the second meter. A run stopped right after that message must send on its next
+    run every reading not sent before it (at least once), and nothing of the meter that was done."""
+    source.files[MUID_1] = export_records(MUID_1, IMPORT, FEB_1, 5001)
+    second = export_records(MUID_2, IMPORT, FEB_1, 3000)
+    for record in second:
+        record[EXPORT] = 0.5
+    source.files[MUID_2] = second
+    config = fleet_config(source, [{"muid": MUID_1}, {"muid": MUID_2}])  # one stream: one record count
+    whole = run_tap(config)
+    assert whole.returncode == 0, whole.stderr
+    expected = readings_of(whole.records())
+    assert len(expected) == 5001 + 2 * 3000
+
+    records_at = [i for i, m in enumerate(whole.messages) if m["type"] == "RECORD"]
+    stop = records_at[10_000 - 1] + 1
+    assert whole.messages[stop]["type"] == "STATE"  # the SDK's STATE_MSG_FREQUENCY, pinned
+    last_sent = whole.messages[stop - 1]["record"]
+    assert (last_sent["muid"], last_sent["obis_code"]) == (MUID_2, IMPORT)  # inside one timestamp
+    sent_before = readings_of([m["record"] for m in whole.messages[:stop] if m["type"] == "RECORD"])
+
+    resumed = run_tap(config, whole.messages[stop]["value"])
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert sent_before | readings_of(resumed.records()) == expected
+    assert {r["muid"] for r in resumed.records()} == {MUID_2}
+
+
+def readings_of(records: list[dict]) -> set[tuple[str, str, str]]:
+    return {(record["muid"], record["obis_code"], record["timestamp"]) for record in records}
 
 
 def test_fleet_fetches_concurrently_within_the_bound(run_tap):

@@ -1,0 +1,88 @@
+"""Extract+load alone of the quarter-hourly fleet shape: what one new reading per meter costs the tap and loader.
+
+    python -m benchmarks.quarter_el --meters 10000
+
+A first `meltano run tap-exnaton target-postgres` loads one day per meter (measurement mode, fleet stream);
+then every meter's source gains one 15-minute reading and the next extract+load is timed, with the raw rows
+it wrote counted (the ideal: one row per meter and OBIS code in the meter_day layout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from benchmarks.fleet import DAY, INTERVAL, START, _append_one_reading, fleet_pipeline, timed
+from benchmarks.run import count, reset_schemas
+from tests.pipeline import create_database, drop_database
+from tools.mirror import Mirror
+from tools.synthetic import synthetic_meters, write_exports
+
+EXTRACT_LOAD = ("run", "tap-exnaton", "target-postgres")
+
+
+class _Bench:
+    def __init__(self, work) -> None:
+        self.work = work
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--meters", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=2, help="quarter-hour runs after the first load")
+    args = parser.parse_args(argv)
+    from benchmarks.run import HERE
+
+    bench = _Bench(HERE / ".work")
+    meters = synthetic_meters(args.meters, seed=13)
+    directory = bench.work / f"quarter-el-source-{args.meters}"
+    pg = create_database("exnaton_bench")
+    try:
+        reset_schemas(pg)
+        pipeline = fleet_pipeline(
+            bench, pg, "", f"quarter-el-{args.meters}", meters, TAP_EXNATON_API_MODE="measurement"
+        )
+        loaded_until = START + DAY
+        write_exports(directory, meters, START, loaded_until)
+        runs = [("first load, 1 day", loaded_until)]
+        for _ in range(args.runs):
+            loaded_until += INTERVAL
+            runs.append(("one new reading per meter", loaded_until))
+        for index, (label, until) in enumerate(runs):
+            if index:
+                _append_one_reading(directory, meters, until - INTERVAL)
+            watermark = _batched_watermark(pg)
+            with Mirror(directory) as source:
+                pipeline.base_url = source.base_url
+                pipeline.settings["TAP_EXNATON_END_DATE"] = until.isoformat()
+                run = timed(pipeline, *EXTRACT_LOAD)
+            if run.returncode != 0:
+                print(run.output[-3000:], file=sys.stderr)
+                raise SystemExit(f"{label}: exit {run.returncode}")
+            rows, readings = _written_since(pg, watermark)
+            print(
+                f"{label}: {args.meters:,} meters, extract+load {run.wall_s:.2f} s, {rows:,} raw rows written "
+                f"holding {readings:,} readings, "
+                f"load average {os.getloadavg()[0]:.2f}",
+                flush=True,
+            )
+    finally:
+        drop_database(pg)
+
+
+def _batched_watermark(pg: dict[str, str]) -> str:
+    try:
+        return str(count(pg, "select extract(epoch from max(_sdc_batched_at)) * 1e6 from raw.readings") or 0)
+    except Exception:  # no table before the first load
+        return "0"
+
+
+def _written_since(pg: dict[str, str], watermark: str) -> tuple[int, int]:
+    """Raw rows (inserted or updated: the loader stamps both) batched after ``watermark``, and their readings."""
+    where = f"from raw.readings where extract(epoch from _sdc_batched_at) * 1e6 > {watermark}"
+    return count(pg, f"select count(*) {where}"), count(pg, f"select coalesce(sum(reading_count), 0) {where}")
+
+
+if __name__ == "__main__":
+    main()

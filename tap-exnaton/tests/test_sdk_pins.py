@@ -1,0 +1,60 @@
+"""The singer-sdk behaviour tap-exnaton borrows without a public hook, pinned: an SDK upgrade that changes it
+fails here, loudly, instead of slowing or breaking the tap quietly."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import singer_sdk.helpers._state as sdk_state
+from singer_sdk.streams._state import StreamStateManager
+from source_server import export_records
+from tap_exnaton.client import MeterStateManager
+from tap_exnaton.tap import TapExnaton
+from test_tap import FEB_1, IMPORT
+
+
+def fleet_tap(source, count: int, state: dict | None = None) -> tuple[TapExnaton, list[str]]:
+    muids = [f"meter-{index}" for index in range(count)]
+    for muid in muids:
+        source.files[muid] = export_records(muid, IMPORT, FEB_1, 4)
+    config = {"base_url": source.base_url, "meters": [{"muid": m} for m in muids], "stream_per_meter": False}
+    return TapExnaton(config=config, state=state or {}), muids
+
+
+def test_every_partition_look_up_goes_through_the_meter_state_manager(source, monkeypatch, capsys):
+    """MeterStateManager replaces the SDK's list scan per record by a dict; it only works as long as the SDK
+    finds partition states through ``StreamStateManager.get_context_state`` and builds the manager through the
+    public ``Stream.state_manager`` property."""
+    tap, muids = fleet_tap(source, 3)
+
+    def scan(*args, **kwargs):
+        raise AssertionError("the SDK scanned the partition list instead of asking the state manager")
+
+    monkeypatch.setattr(sdk_state, "_find_in_partitions_list", scan)
+    tap.sync_all()
+
+    stream = tap.streams["readings"]
+    assert isinstance(stream.state_manager, MeterStateManager)
+    assert set(inspect.signature(StreamStateManager.__init__).parameters) >= {
+        "tap_name", "stream_name", "tap_state", "state_partitioning_keys", "is_sorted", "check_sorted",
+    }  # fmt: skip
+    last_state = json.loads([line for line in capsys.readouterr().out.splitlines() if '"STATE"' in line][-1])
+    partitions = last_state["value"]["bookmarks"]["readings"]["partitions"]
+    assert [p["context"]["muid"] for p in partitions] == muids
+    assert {p["replication_key_value"] for p in partitions} == {"2023-02-01T00:45:00.000Z"}
+
+
+def test_the_sdks_line_per_partition_is_the_one_the_tap_filters_out(source, run_tap):
+    """The SDK logs "Starting incremental sync of ..." per partition, through the stream's logger; the tap
+    drops exactly that line (a fleet's 10,000 of them cost more than its fetches)."""
+    assert "Starting incremental sync of" in inspect.getsource(
+        StreamStateManager.write_starting_replication_value
+    )
+    tap, _ = fleet_tap(source, 3)
+    stream = tap.streams["readings"]
+    assert stream.state_manager._logger is stream.logger  # the logger the filter is on
+    run = run_tap(dict(tap.config))
+    assert run.returncode == 0, run.stderr
+    assert "Beginning sync of 'readings'" in run.stderr  # the stream's other lines still come
+    assert "Starting incremental sync of" not in run.stderr
