@@ -336,11 +336,17 @@ def bookmarks(pipeline: Pipeline) -> dict[str, str]:
     start-up, the table does not. A failed run's state is its ``partial_state``.
     """
     # A stream that failed before its first record has a state entry (its starting value), but no bookmark.
-    return {
-        stream: value["replication_key_value"]
-        for stream, value in stream_states(pipeline).items()
-        if value.get("replication_key_value")
-    }
+    # A stream of one meter keeps it in its one partition (or, in state written before partitions, at the
+    # stream level): both shapes are read.
+    found = {}
+    for stream, value in stream_states(pipeline).items():
+        partitions = value.get("partitions") or []
+        bookmark = value.get("replication_key_value")
+        if not bookmark and len(partitions) == 1:
+            bookmark = partitions[0].get("replication_key_value")
+        if bookmark:
+            found[stream] = bookmark
+    return found
 
 
 def meter_bookmarks(pipeline: Pipeline, stream: str = "readings") -> dict[str, str | None]:

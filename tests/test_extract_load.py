@@ -76,7 +76,10 @@ def test_second_run_with_state_loads_nothing_new(pipeline):
     assert '"metric":"record_count","value":288' not in second.stderr.replace(" ", "")
     state = pipeline.meltano("state", "get", "dev:tap-exnaton-to-target-postgres").stdout
     bookmarks = json.loads(state)["singer_state"]["bookmarks"]
-    assert bookmarks["muid_1"]["replication_key_value"] == "2023-03-27T23:45:00.000Z"
+    # Every stream is partitioned by meter: a stream per meter has one partition.
+    (partition,) = bookmarks["muid_1"]["partitions"]
+    assert partition["context"]["muid"] == FIXTURE_METERS[0].muid
+    assert partition["replication_key_value"] == "2023-03-27T23:45:00.000Z"
 
 
 def test_new_readings_are_picked_up_incrementally(pipeline, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 
 import singer_sdk.helpers._state as sdk_state
 from singer_sdk.streams._state import StreamStateManager
@@ -45,12 +46,15 @@ def test_every_partition_look_up_goes_through_the_meter_state_manager(source, mo
     assert {p["replication_key_value"] for p in partitions} == {"2023-02-01T00:45:00.000Z"}
 
 
-def test_the_sdks_line_per_partition_is_the_one_the_tap_filters_out(source, run_tap):
-    """The SDK logs "Starting incremental sync of ..." per partition, through the stream's logger; the tap
-    drops exactly that line (a fleet's 10,000 of them cost more than its fetches)."""
+def test_the_sdks_lines_per_partition_are_the_ones_the_tap_filters_out(source, run_tap):
+    """The SDK logs "Starting incremental sync of ..." per partition through the stream's logger, and "Stream is
+    assumed to be unsorted ..." per partition of an unsorted stream through the "singer_sdk" logger; the tap
+    drops exactly those lines (a fleet's 10,000 of them cost more than its fetches)."""
     assert "Starting incremental sync of" in inspect.getsource(
         StreamStateManager.write_starting_replication_value
     )
+    assert '"Stream is assumed to be unsorted' in inspect.getsource(sdk_state.increment_state)
+    assert sdk_state.logger is logging.getLogger("singer_sdk")
     tap, _ = fleet_tap(source, 3)
     stream = tap.streams["readings"]
     assert stream.state_manager._logger is stream.logger  # the logger the filter is on
@@ -58,3 +62,4 @@ def test_the_sdks_line_per_partition_is_the_one_the_tap_filters_out(source, run_
     assert run.returncode == 0, run.stderr
     assert "Beginning sync of 'readings'" in run.stderr  # the stream's other lines still come
     assert "Starting incremental sync of" not in run.stderr
+    assert "Stream is assumed to be unsorted" not in run.stderr
