@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.install-stamp
+CATALOG_STAMP := $(VENV)/.tap-catalog-stamp
 # Runs a command with PG* pointing at the database in use: $PGHOST if set, else the embedded server.
 WITH_DB := $(BIN)/python -m tools.db exec --
 API_PORT ?= 5000
@@ -11,7 +12,7 @@ MIRROR_PORT ?= 8000
 
 .PHONY: install lock run el transform api roles psql db-env db-stop test lint format bench mirror docs clean
 
-install: $(STAMP)
+install: $(STAMP) $(CATALOG_STAMP)
 
 # Exact versions: locks/project.txt for .venv, locks/<plugin>.txt for each plugin (its pip_url passes it to uv).
 LOCK := locks/project.txt
@@ -27,6 +28,12 @@ $(STAMP): $(LOCK) $(PLUGIN_LOCKS) meltano.yml tap-exnaton/pyproject.toml target-
 	# uv (which meltano installs plugins with) skips bytecode compilation; where PYTHONDONTWRITEBYTECODE is set
 	# (containers, CI) every tap, target and dbt run would then compile its imports again: ~2 s each.
 	UV_COMPILE_BYTECODE=1 $(WITH_DB) $(BIN)/meltano install $(if $(filter $(PLUGIN_LOCKS),$?),--clean)
+	@touch $@
+
+# Meltano caches the tap's catalog (see the pip_url in meltano.yml), keyed on its settings only: a change of
+# the tap's code (a schema, a key) drops the cache, so that the next run discovers again.
+$(CATALOG_STAMP): $(wildcard tap-exnaton/tap_exnaton/*.py) $(STAMP)
+	rm -f .meltano/run/tap-exnaton/tap.properties.cache_key
 	@touch $@
 
 ## lock: resolve every environment again (newest versions the ranges allow) into locks/, then install them
