@@ -135,9 +135,9 @@ class RawTableSink(PostgresSink):
 
     def process_batch(self, context: dict[str, t.Any]) -> None:
         # Plain append: several copies of a key are all kept (dbt's staging keeps the latest extraction).
-        self.connector.copy_rows(self.copy_statement, self.copy_rows(context["records"]))
+        self.connector.copy_rows(self.copy_statement, self.rows_to_copy(context["records"]))
 
-    def copy_rows(self, records: Iterable[dict[str, t.Any]]) -> Iterator[list[t.Any]]:
+    def rows_to_copy(self, records: Iterable[dict[str, t.Any]]) -> Iterator[list[t.Any]]:
         columns = list(zip(self.copy_columns, self.copy_converters, strict=True))
         sanitize = self.connector.sanitize_null_text_characters
         for record in records:
