@@ -207,8 +207,10 @@ def test_default_layout_state_merge_and_append(pipeline):
     pipeline.meltano(*EL, extra_env=day_layout)
     assert pipeline.scalar("select max(_sdc_batched_at) from raw.muid_1") == batched  # nothing new loaded
     pipeline.meltano("run", "--full-refresh", "tap-exnaton", "target-postgres", extra_env=day_layout)
-    assert pipeline.scalar("select count(*) from raw.muid_1") == 3  # merged on (muid, obis_code, day)
-    assert pipeline.scalar("select sum(reading_count) from raw.muid_1") == 3 * 96
+    # The loader appends (no merge): the full refresh adds a second copy of each day, staging keeps one.
+    assert pipeline.scalar("select count(*) from raw.muid_1") == 2 * 3
+    assert pipeline.scalar("select count(distinct (muid, obis_code, day)) from raw.muid_1") == 3
+    assert pipeline.scalar("select sum(reading_count) from raw.muid_1") == 2 * 3 * 96
 
 
 def test_default_layout_append_mode_appends(pipeline):
