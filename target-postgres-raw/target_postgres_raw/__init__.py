@@ -97,11 +97,14 @@ class RawTableConnector(PostgresConnector):
 
     def copy_rows(self, statement: sql.Composable, rows: Iterable[Sequence[t.Any]]) -> None:
         """``rows`` into the table with one COPY, committed before this returns."""
-        with self._connect() as connection, connection.begin():
-            cursor = connection.connection.driver_connection.cursor()
-            with cursor.copy(statement) as copy:
-                for row in rows:
-                    copy.write_row(row)
+        with (
+            self._connect() as connection,
+            connection.begin(),
+            connection.connection.driver_connection.cursor() as cursor,
+            cursor.copy(statement) as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
 
     def hold_pipeline_lock(self) -> t.Any:
         """A connection of its own holding the pipeline lock shared; PipelineBusyError when a build has it."""
