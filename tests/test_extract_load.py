@@ -88,12 +88,14 @@ def test_new_readings_are_picked_up_incrementally(pipeline, tmp_path):
     assert pipeline.scalar("select count(*) from raw.muid_2 where _sdc_batched_at > %s", [first_load]) == 96
 
 
-def test_merge_mode_full_refresh_never_duplicates(pipeline):
+def test_full_refresh_with_keys_appends_into_a_table_without_primary_key(pipeline):
     pipeline.meltano(*EL)
     pipeline.meltano("run", "--full-refresh", "tap-exnaton", "target-postgres")
-    assert pipeline.scalar("select count(*) from raw.muid_1") == 3 * 96
-    # The loader merges on the key properties through a plain index: no primary key, which would make the
-    # table refuse an append-only load later (target-postgres-raw/README.md).
+    # The loader appends (contract 1: no merge, staging keeps one copy of each reading) ...
+    assert pipeline.scalar("select count(*) from raw.muid_1") == 2 * 3 * 96
+    assert pipeline.scalar("select count(distinct (muid, obis_code, timestamp)) from raw.muid_1") == 3 * 96
+    # ... so the table has no primary key (it would refuse the copies), only a plain index on the stream's
+    # key properties (target-postgres-raw/README.md).
     assert pipeline.query("select conname from pg_constraint where conrelid = 'raw.muid_1'::regclass") == []
     indexes = pipeline.query(
         "select indexdef from pg_indexes where schemaname = 'raw' and tablename = 'muid_1'"
