@@ -91,12 +91,14 @@ def test_new_readings_are_picked_up_incrementally(pipeline, tmp_path):
     assert pipeline.scalar("select count(*) from raw.muid_2 where _sdc_batched_at > %s", [first_load]) == 96
 
 
-def test_merge_mode_full_refresh_never_duplicates(pipeline):
+def test_full_refresh_with_keys_appends_into_a_table_without_primary_key(pipeline):
     pipeline.meltano(*EL)
     pipeline.meltano("run", "--full-refresh", "tap-exnaton", "target-postgres")
-    assert pipeline.scalar("select count(*) from raw.muid_1") == 3 * 96
-    # The loader merges on the key properties through a plain index: no primary key, which would make the
-    # table refuse an append-only load later (target-postgres-raw/README.md).
+    # The loader appends (contract 1: no merge, staging keeps one copy of each reading) ...
+    assert pipeline.scalar("select count(*) from raw.muid_1") == 2 * 3 * 96
+    assert pipeline.scalar("select count(distinct (muid, obis_code, timestamp)) from raw.muid_1") == 3 * 96
+    # ... so the table has no primary key (it would refuse the copies), only a plain index on the stream's
+    # key properties (target-postgres-raw/README.md).
     assert pipeline.query("select conname from pg_constraint where conrelid = 'raw.muid_1'::regclass") == []
     indexes = pipeline.query(
         "select indexdef from pg_indexes where schemaname = 'raw' and tablename = 'muid_1'"
@@ -210,8 +212,10 @@ def test_default_layout_state_merge_and_append(pipeline):
     pipeline.meltano(*EL, extra_env=day_layout)
     assert pipeline.scalar("select max(_sdc_batched_at) from raw.muid_1") == batched  # nothing new loaded
     pipeline.meltano("run", "--full-refresh", "tap-exnaton", "target-postgres", extra_env=day_layout)
-    assert pipeline.scalar("select count(*) from raw.muid_1") == 3  # merged on (muid, obis_code, day)
-    assert pipeline.scalar("select sum(reading_count) from raw.muid_1") == 3 * 96
+    # The loader appends (no merge): the full refresh adds a second copy of each day, staging keeps one.
+    assert pipeline.scalar("select count(*) from raw.muid_1") == 2 * 3
+    assert pipeline.scalar("select count(distinct (muid, obis_code, day)) from raw.muid_1") == 3
+    assert pipeline.scalar("select sum(reading_count) from raw.muid_1") == 2 * 3 * 96
 
 
 def test_default_layout_append_mode_appends(pipeline):
