@@ -2,3 +2,4 @@
 select muid, obis_code, reading_at, energy_kwh
 from {{ ref('fct_readings') }}
 where energy_kwh < 0
+    and {{ var('tested_readings') }}

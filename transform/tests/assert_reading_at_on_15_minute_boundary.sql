@@ -2,3 +2,4 @@
 select muid, obis_code, reading_at
 from {{ ref('fct_readings') }}
 where mod(extract(epoch from reading_at)::numeric, 900) <> 0
+    and {{ var('tested_readings') }}

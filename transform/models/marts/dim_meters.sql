@@ -1,7 +1,6 @@
 {#- One row per meter and OBIS code, built from the small daily mart plus index look-ups for the first and
     last reading, so it stays cheap however many readings there are. The API pages through meters and looks
-    one up on every request by this index. -#}
-{{ config(indexes=[{'columns': ['muid', 'obis_code'], 'unique': true}]) }}
+    one up on every request by its primary key (muid, obis_code; dim_meters.yml). -#}
 with
 
 totals as (

@@ -1,42 +1,27 @@
-{#- Every meter reading once: the union of all raw stream tables (found at run time, in either of the
-    tap's record layouts, see macros/raw_reading_tables.sql), typed, renamed and deduplicated on
-    (muid, obis_code, reading_at), keeping the latest extraction. Incremental: a run reads only raw rows
+{#- Every meter reading once: the union of the two layouts' staging models (every raw stream table, see
+    macros/raw_stream_tables.sql), deduplicated on (muid, obis_code, reading_at), keeping the latest
+    extraction (a day may come in several rows, the loader appends). Incremental: a run reads only raw rows
     batched after the newest `loaded_at` here and keeps only readings that are new or changed, so append-only
     reloads of the same data any number of times leave the same rows, and a re-sent day costs its new
     readings. -#}
+{#- The key's unique index is the contract's primary key (_exnaton__models.yml). -#}
 {{ config(
     materialized='incremental',
     unique_key=['muid', 'obis_code', 'reading_at'],
     incremental_strategy=var('incremental_strategy', 'merge'),
-    indexes=[
-        {'columns': ['muid', 'obis_code', 'reading_at'], 'unique': true},
-        {'columns': ['loaded_at']},
-    ],
+    indexes=[{'columns': ['loaded_at']}],
 ) }}
 
-{#- Lineage for the docs: the declared sources. The tables actually read are discovered below. -#}
--- depends_on: {{ source('exnaton', 'muid_1') }}, {{ source('exnaton', 'muid_2') }}
-
-{%- set raw_tables = raw_reading_tables() %}
-
-{#- The loader stores UTC without a zone; comparing in that type keeps any index on the raw column usable. -#}
-{%- set batched_after = '(' ~ loaded_watermark() ~ " at time zone 'UTC')" if is_incremental() else none %}
+{%- set watermark = loaded_watermark() if is_incremental() else none %}
 
 with
 
 raw_rows as (
-    {%- for table in raw_tables %}
-    {{ raw_readings_select(table, batched_after) }}
-    {% if not loop.last %}union all{% endif %}
-    {%- else %}
-    -- No stream table yet: an empty, typed relation.
-    select
-        null::text as muid, null::text as obis_code, null::timestamptz as reading_at,
-        null::numeric as energy_kwh, null::text as measurement, null::text as quality,
-        null::text as stream_name, null::timestamptz as loaded_at, null::timestamp as extracted_at,
-        null::bigint as sequence_number, null::bigint as position_in_record, null::bigint as sync_started_at
-    where false
-    {%- endfor %}
+    select * from {{ ref('stg_exnaton__meter_day_readings') }}
+    {%- if watermark %} where loaded_at > {{ watermark }}{% endif %}
+    union all
+    select * from {{ ref('stg_exnaton__reading_rows') }}
+    {%- if watermark %} where loaded_at > {{ watermark }}{% endif %}
 ),
 
 ranked as (
