@@ -12,6 +12,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from psycopg.abc import Query
+
     from api.config import Settings
 
 
@@ -58,11 +60,11 @@ class Database:
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable("the database connection failed") from exc
 
-    def fetch_all(self, query: str, params: dict | None = None) -> list[dict]:
+    def fetch_all(self, query: Query, params: dict | None = None) -> list[dict]:
         with self.connection() as conn:
             return conn.execute(query, params).fetchall()
 
-    def fetch_one(self, query: str, params: dict | None = None) -> dict | None:
+    def fetch_one(self, query: Query, params: dict | None = None) -> dict | None:
         with self.connection() as conn:
             return conn.execute(query, params).fetchone()
 
