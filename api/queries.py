@@ -33,15 +33,6 @@ def _muid_match(muid: str | None = None, muid_prefix: str = "") -> sql.SQL:
     return sql.SQL("starts_with(lower(muid), lower(%(prefix)s))" if muid_prefix else "true")
 
 
-# ISO 8601 of an instant in the request's zone with that instant's offset, as Python's isoformat() writes
-# it (2023-03-26T03:00:00+02:00), rendered by PostgreSQL so that no bucket passes through Python.
-ISO_IN_ZONE = """(
-    to_char({instant} at time zone %(tz)s, 'YYYY-MM-DD"T"HH24:MI:SS')
-    || case when ({instant} at time zone %(tz)s) < ({instant} at time zone 'UTC') then '-' else '+' end
-    || to_char(greatest(({instant} at time zone %(tz)s) - ({instant} at time zone 'UTC'),
-                        ({instant} at time zone 'UTC') - ({instant} at time zone %(tz)s)), 'HH24:MI')
-)"""
-
 # Where the sums of the buckets come from, the first that can answer (`source` below):
 # - fct_energy_daily: days, weeks and months in the zone the marts were built for;
 # - fct_energy_hourly (UTC-aligned hours): any bucket whose bounds all fall on whole UTC hours, i.e. every
@@ -55,7 +46,7 @@ BUCKET_SUMS = {
                    as bucket_start,
                sum(daily.energy_kwh) as energy_kwh, sum(daily.reading_count) as reading_count
         from source join {marts}.fct_energy_daily as daily
-          on daily.muid = %(muid)s and daily.obis_code = any(%(obis_codes)s)
+          on daily.muid = %(muid)s and daily.obis_code in (select obis_code from codes)
          and daily.day >= (source.first_start at time zone %(tz)s)::date
          and daily.day < (source.last_end at time zone %(tz)s)::date
         where source.name = 'fct_energy_daily'
@@ -64,7 +55,7 @@ BUCKET_SUMS = {
         select hourly.obis_code, {marts}.local_bucket_start(hourly.hour_start, %(unit)s, %(tz)s),
                sum(hourly.energy_kwh), sum(hourly.reading_count)
         from source join {marts}.fct_energy_hourly as hourly
-          on hourly.muid = %(muid)s and hourly.obis_code = any(%(obis_codes)s)
+          on hourly.muid = %(muid)s and hourly.obis_code in (select obis_code from codes)
          and hourly.hour_start >= source.first_start and hourly.hour_start < source.last_end
         where source.name = 'fct_energy_hourly'
         group by 1, 2""",
@@ -72,7 +63,7 @@ BUCKET_SUMS = {
         select readings.obis_code, {marts}.local_bucket_start(readings.reading_at, %(unit)s, %(tz)s),
                sum(readings.energy_kwh), count(*)
         from source join {marts}.fct_readings as readings
-          on readings.muid = %(muid)s and readings.obis_code = any(%(obis_codes)s)
+          on readings.muid = %(muid)s and readings.obis_code in (select obis_code from codes)
          and readings.reading_at >= source.first_start and readings.reading_at < source.last_end
         where source.name = 'fct_readings'
         group by 1, 2""",
@@ -178,23 +169,31 @@ class Queries:
         return row["body"], int(row["total"])
 
     def energy_buckets_json(
-        self, muid: str, interval: str, start: datetime, end: datetime, tz: str, obis_codes: list[str]
+        self, muid: str, interval: str, start: datetime, end: datetime, tz: str, obis: str | None = None
     ) -> tuple[str, str]:
-        """Every bucket overlapping [start, end) per OBIS code, empty ones included, each whole (its sums
-        cover the whole bucket), as a JSON array rendered by PostgreSQL; and the table that answered
-        (fct_energy_daily, fct_energy_hourly or fct_readings)."""
+        """Every bucket overlapping [start, end) per OBIS code of the meter (or only ``obis``), empty ones
+        included, each whole (its sums cover the whole bucket), as a JSON array rendered by PostgreSQL
+        (``[]`` for a meter without such a channel); and the table that answered (fct_energy_daily,
+        fct_energy_hourly or fct_readings)."""
         sums = sql.SQL("\n        union all").join(
             sql.SQL(branch).format(marts=self.marts) for branch in BUCKET_SUMS.values()
         )
-        iso = {name: sql.SQL(ISO_IN_ZONE.format(instant=f"buckets.{name}")) for name in ("start", "end")}
         row = self.db.fetch_one(
             self._sql(
                 """
-                with buckets as materialized (
+                with codes as (
+                    -- The meter's channels (one when asked): none for an unknown meter.
+                    select obis_code from {marts}.dim_meters
+                    where muid = %(muid)s and (%(obis)s::text is null or obis_code = %(obis)s)
+                ),
+                buckets as materialized (
                     select bucket_start as start,
-                           {marts}.local_bucket_end(bucket_start, %(unit)s, %(tz)s) as "end",
-                           {marts}.expected_intervals(bucket_start, %(unit)s, %(tz)s) as expected_intervals
+                           {marts}.local_bucket_end(bucket_start, %(unit)s, %(tz)s) as "end"
                     from {marts}.local_bucket_starts(%(start)s, %(end)s, %(unit)s, %(tz)s) as bucket_start
+                    -- The JSON below shows instants in the session's zone: the request's, for this statement
+                    -- only (its transaction). Every output row comes from this scan, so the zone is set
+                    -- before the first instant is written; the bucket SQL names its zones explicitly.
+                    where set_config('TimeZone', %(tz)s, true) is not null
                 ),
                 source as (
                     select case
@@ -213,25 +212,25 @@ class Queries:
                 sums (obis_code, bucket_start, energy_kwh, reading_count) as ({sums}
                 )
                 select (select name from source) as source,
-                       coalesce(json_agg(json_build_object(
-                           'obis_code', codes.obis_code,
-                           'start', {start_iso},
-                           'end', {end_iso},
-                           'energy_kwh', coalesce(sums.energy_kwh, 0),
-                           'reading_count', coalesce(sums.reading_count, 0),
-                           'expected_intervals', buckets.expected_intervals,
-                           'completeness_pct', round(100.0 * coalesce(sums.reading_count, 0)
-                                                     / nullif(buckets.expected_intervals, 0), 2)
-                       ) order by buckets.start, codes.obis_code), '[]')::text as body
-                from buckets
-                cross join unnest(%(obis_codes)s::text[]) as codes (obis_code)
-                left join sums on sums.obis_code = codes.obis_code and sums.bucket_start = buckets.start
+                       coalesce(json_agg(bucket order by bucket.start, bucket.obis_code), '[]')::text as body
+                from (
+                    select codes.obis_code, buckets.start, buckets."end",
+                           coalesce(sums.energy_kwh, 0) as energy_kwh,
+                           coalesce(sums.reading_count, 0) as reading_count,
+                           expected.intervals as expected_intervals,
+                           round(100.0 * coalesce(sums.reading_count, 0) / nullif(expected.intervals, 0), 2)
+                               as completeness_pct
+                    from buckets
+                    cross join lateral (
+                        select {marts}.expected_intervals(buckets.start, buckets."end") as intervals
+                    ) as expected
+                    cross join codes
+                    left join sums on sums.obis_code = codes.obis_code and sums.bucket_start = buckets.start
+                ) as bucket
                 """,
                 sums=sums,
-                start_iso=iso["start"],
-                end_iso=iso["end"],
             ),
-            {"muid": muid, "unit": interval, "start": start, "end": end, "tz": tz, "obis_codes": obis_codes},
+            {"muid": muid, "unit": interval, "start": start, "end": end, "tz": tz, "obis": obis},
         )
         return row["body"], row["source"]
 
@@ -245,7 +244,8 @@ class Queries:
                 with days as materialized (
                     select day_start,
                            (day_start at time zone %(tz)s)::date as day,
-                           {marts}.expected_intervals(day_start, 'day', %(tz)s) as expected_intervals
+                           {marts}.expected_intervals(day_start, {marts}.local_bucket_end(day_start, 'day', %(tz)s))
+                               as expected_intervals
                     from {marts}.local_bucket_starts(%(start)s, %(end)s, 'day', %(tz)s) as day_start
                 ),
                 span as (

@@ -179,12 +179,15 @@ def get_energy(args, muid):
     15-minute intervals the bucket has (92 on a spring-forward day in Europe/Zurich) and completeness.
     Weeks start on Monday. Bounds without offset are local to `tz`.
     """
-    meter = meter_or_404(muid)
+    check_muid(muid)
+    # With both bounds the meter is not read first: the query finds its channels (none: unknown meter).
+    meter = None if args.get("start") and args.get("end") else meter_or_404(muid)
     tz = args.get("tz") or settings().default_timezone
     start, end = data_range(meter, args, tz)
     interval = args["interval"]
-    obis_codes = [args["obis"].upper()] if args.get("obis") else [c["obis_code"] for c in meter["channels"]]
-    expected_buckets = (end - start) / BUCKET_LENGTH[interval] * len(obis_codes)
+    obis = args["obis"].upper() if args.get("obis") else None
+    channels = 1 if obis or meter is None else len(meter["channels"])
+    expected_buckets = (end - start) / BUCKET_LENGTH[interval] * channels
     if expected_buckets > settings().max_buckets:
         abort(
             422,
@@ -193,7 +196,9 @@ def get_energy(args, muid):
             errors={"query": {"interval": ["too many buckets for this range"]}},
         )
     # PostgreSQL renders the buckets as JSON (a year of days is 365 objects): no per-bucket Python work.
-    buckets, _source = queries().energy_buckets_json(muid, interval, start, end, tz, obis_codes)
+    buckets, _source = queries().energy_buckets_json(muid, interval, start, end, tz, obis)
+    if buckets == "[]" and meter is None:
+        meter_or_404(muid)  # no channel in the answer: an unknown meter is a 404
     if wants_csv(args):
         return csv_response(json.loads(buckets), BUCKET_COLUMNS, f"{muid}-energy-{interval}")
     zone = ZoneInfo(tz)
@@ -221,7 +226,7 @@ def get_completeness(args, muid):
     if (end - start) / timedelta(days=1) * len(meter["channels"]) > settings().max_buckets:
         abort(422, message="The range has too many days.", errors={"query": {"start": ["range too long"]}})
     days = [
-        {**row, "day": row["day"].isoformat(), "completeness_pct": number(row["completeness_pct"])}
+        {**row, "completeness_pct": number(row["completeness_pct"])}
         for row in queries().daily_completeness(muid, start, end, tz)
     ]
     if wants_csv(args):

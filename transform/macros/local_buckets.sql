@@ -57,11 +57,14 @@ language sql stable parallel safe as $$
     end
 $$;
 
-create or replace function {{ s }}.expected_intervals(bucket_start timestamptz, unit text, zone text)
+-- The denominator of completeness: 15-minute intervals a complete bucket [bucket_start, bucket_end) holds,
+-- 96 a day, 92 on a spring-forward day in Europe/Zurich. Takes the bounds (local_bucket_end of the start)
+-- rather than a unit and zone, so that a caller with both at hand does not convert them twice.
+drop function if exists {{ s }}.expected_intervals(timestamptz, text, text);
+create or replace function {{ s }}.expected_intervals(bucket_start timestamptz, bucket_end timestamptz)
 returns integer
-language sql stable parallel safe as $$
-    -- 15-minute intervals a complete bucket holds: 96 a day, 92 on a spring-forward day in Europe/Zurich.
-    select round(extract(epoch from {{ s }}.local_bucket_end(bucket_start, unit, zone) - bucket_start) / 900)::integer
+language sql immutable parallel safe as $$
+    select round(extract(epoch from bucket_end - bucket_start) / 900)::integer
 $$;
 
 create or replace function {{ s }}.local_bucket_starts(

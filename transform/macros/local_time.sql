@@ -25,5 +25,5 @@
 
 {#- The number of 15-minute intervals in a local day: 96, or 92/100 on DST days. -#}
 {% macro expected_intervals(day) -%}
-    {{ local_bucket_fn('expected_intervals') }}({{ local_day_start(day) }}, 'day', {{ local_timezone() }})
+    {{ local_bucket_fn('expected_intervals') }}({{ local_day_start(day) }}, {{ local_day_start('(' ~ day ~ ') + 1') }})
 {%- endmacro %}
