@@ -70,6 +70,13 @@ BUCKET_SUMS = {
 }
 
 
+def _compact(template: str) -> str:
+    """The SQL without its indentation and comment lines: what psycopg sends and parses per call (it caches
+    the parse of statements up to 4 KiB only; the energy query is 4.5 KiB as written, 2.9 KiB compact)."""
+    lines = (line.strip() for line in template.splitlines())
+    return "\n".join(line for line in lines if line and not line.startswith("--"))
+
+
 class Queries:
     def __init__(self, db: Database, marts_schema: str) -> None:
         if not SCHEMA_NAME.match(marts_schema):
@@ -80,7 +87,7 @@ class Queries:
 
     def _sql(self, template: str, **parts: sql.Composable) -> sql.Composed:
         """`template` with {marts} (and any other `parts`) filled in; %(name)s stay parameters."""
-        return sql.SQL(template).format(marts=self.marts, **parts)
+        return sql.SQL(_compact(template)).format(marts=self.marts, **parts)
 
     def last_loaded_at(self) -> datetime | None:
         row = self.db.fetch_one(self._sql("select max(last_loaded_at) as loaded_at from {marts}.dim_meters"))
@@ -175,8 +182,8 @@ class Queries:
         included, each whole (its sums cover the whole bucket), as a JSON array rendered by PostgreSQL
         (``[]`` for a meter without such a channel); and the table that answered (fct_energy_daily,
         fct_energy_hourly or fct_readings)."""
-        sums = sql.SQL("\n        union all").join(
-            sql.SQL(branch).format(marts=self.marts) for branch in BUCKET_SUMS.values()
+        sums = sql.SQL("\nunion all\n").join(
+            sql.SQL(_compact(branch)).format(marts=self.marts) for branch in BUCKET_SUMS.values()
         )
         row = self.db.fetch_one(
             self._sql(
