@@ -14,7 +14,6 @@ from api.responses import (
     check_page,
     csv_documented,
     csv_response,
-    number,
     queries,
     settings,
     wants_csv,
@@ -175,9 +174,10 @@ def get_readings(args, muid, pagination_parameters):
 def get_energy(args, muid):
     """Energy per time bucket (15min, hour, day, week, month) in an IANA time zone, DST-correct.
 
-    Every bucket of [start, end) is listed, empty ones too, with the number of readings, the number of
-    15-minute intervals the bucket has (92 on a spring-forward day in Europe/Zurich) and completeness.
-    Weeks start on Monday. Bounds without offset are local to `tz`.
+    Every bucket overlapping [start, end) is listed, empty ones too, each whole (its sums cover the whole
+    bucket), with the number of readings, the number of 15-minute intervals the bucket has (92 on a
+    spring-forward day in Europe/Zurich) and completeness. Weeks start on Monday. Bounds without offset
+    are local to `tz`. Answered from the marts (fct_energy_daily, fct_energy_hourly) wherever they can.
     """
     check_muid(muid)
     # With both bounds the meter is not read first: the query finds its channels (none: unknown meter).
@@ -226,7 +226,7 @@ def get_completeness(args, muid):
     if (end - start) / timedelta(days=1) * len(meter["channels"]) > settings().max_buckets:
         abort(422, message="The range has too many days.", errors={"query": {"start": ["range too long"]}})
     days = [
-        {**row, "completeness_pct": number(row["completeness_pct"])}
+        {**row, "completeness_pct": float(row["completeness_pct"])}
         for row in queries().daily_completeness(muid, start, end, tz)
     ]
     if wants_csv(args):
