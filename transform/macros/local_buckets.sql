@@ -14,7 +14,7 @@
     {{ adapter.quote(generate_schema_name('marts', none) | trim) }}
 {%- endmacro %}
 
-{#- `fn` = a function of this file, schema-qualified, e.g. {{ local_bucket_fn('local_bucket_start') }}. -#}
+{#- A function of this file, schema-qualified: {{ local_bucket_fn('local_bucket_start') }}(reading_at, 'day', 'UTC'). -#}
 {% macro local_bucket_fn(name) -%}
     {{ bucket_functions_schema() }}.{{ name }}
 {%- endmacro %}
@@ -60,7 +60,6 @@ $$;
 -- The denominator of completeness: 15-minute intervals a complete bucket [bucket_start, bucket_end) holds,
 -- 96 a day, 92 on a spring-forward day in Europe/Zurich. Takes the bounds (local_bucket_end of the start)
 -- rather than a unit and zone, so that a caller with both at hand does not convert them twice.
-drop function if exists {{ s }}.expected_intervals(timestamptz, text, text);
 create or replace function {{ s }}.expected_intervals(bucket_start timestamptz, bucket_end timestamptz)
 returns integer
 language sql immutable parallel safe as $$
