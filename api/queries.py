@@ -193,14 +193,17 @@ class Queries:
                     select obis_code from {marts}.dim_meters
                     where muid = %(muid)s and (%(obis)s::text is null or obis_code = %(obis)s)
                 ),
+                -- The JSON below shows instants in the session's zone: the request's, for this statement
+                -- only (its transaction). Every output row is joined to this one row, so the zone is set
+                -- once, before the first instant is written; the bucket SQL names its zones explicitly.
+                session_zone as materialized (
+                    select set_config('TimeZone', %(tz)s, true) as zone
+                ),
                 buckets as materialized (
                     select bucket_start as start,
                            {marts}.local_bucket_end(bucket_start, %(unit)s, %(tz)s) as "end"
-                    from {marts}.local_bucket_starts(%(start)s, %(end)s, %(unit)s, %(tz)s) as bucket_start
-                    -- The JSON below shows instants in the session's zone: the request's, for this statement
-                    -- only (its transaction). Every output row comes from this scan, so the zone is set
-                    -- before the first instant is written; the bucket SQL names its zones explicitly.
-                    where set_config('TimeZone', %(tz)s, true) is not null
+                    from session_zone,
+                         {marts}.local_bucket_starts(%(start)s, %(end)s, %(unit)s, %(tz)s) as bucket_start
                 ),
                 source as (
                     select case
