@@ -9,8 +9,12 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+T = t.TypeVar("T")
+
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from psycopg.abc import Query
 
     from api.config import Settings
 
@@ -33,12 +37,14 @@ class Database:
                 "connect_timeout": settings.connect_timeout_s,
                 "options": options,
                 "row_factory": dict_row,
+                # Every query is one read-only statement: no BEGIN/ROLLBACK round trips around it.
+                "autocommit": True,
             },
             min_size=1,
             max_size=settings.pool_size,
             timeout=settings.connect_timeout_s,
-            # A broken connection (server restarted) is noticed on checkout and replaced: no restart needed.
-            check=ConnectionPool.check_connection,
+            # No check on every checkout (a round trip per query): a connection found broken (the server
+            # restarted) is dropped by the pool and the query runs again on a fresh one (`_run`).
             open=False,
         )
         self._opened = False
@@ -58,13 +64,24 @@ class Database:
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable("the database connection failed") from exc
 
-    def fetch_all(self, query: str, params: dict | None = None) -> list[dict]:
-        with self.connection() as conn:
-            return conn.execute(query, params).fetchall()
+    def _run(self, work: t.Callable[[psycopg.Connection], T]) -> T:
+        """``work`` on a pooled connection; once more when that connection turns out broken (the server was
+        restarted since it was opened): the pool drops it and hands out a fresh one, so the API recovers
+        without a restart and without an error. The queries are read-only: running one again is safe."""
+        for attempt in (1, 2):
+            with self.connection() as conn:
+                try:
+                    return work(conn)
+                except psycopg.OperationalError:
+                    if attempt == 2 or not conn.broken:
+                        raise
+        raise AssertionError("unreachable")
 
-    def fetch_one(self, query: str, params: dict | None = None) -> dict | None:
-        with self.connection() as conn:
-            return conn.execute(query, params).fetchone()
+    def fetch_all(self, query: Query, params: dict | None = None) -> list[dict]:
+        return self._run(lambda conn: conn.execute(query, params).fetchall())
+
+    def fetch_one(self, query: Query, params: dict | None = None) -> dict | None:
+        return self._run(lambda conn: conn.execute(query, params).fetchone())
 
     def close(self) -> None:
         if self._opened:

@@ -1,32 +1,80 @@
-"""All SQL of the API: read-only queries over the dbt marts, parameters only."""
+"""All SQL of the API: read-only queries over the dbt marts, composed with `psycopg.sql` (the marts schema
+as an Identifier, every value a parameter).
+
+Local time buckets are never computed here: the SQL functions dbt creates in the marts schema
+(transform/macros/local_buckets.sql: `local_bucket_starts`, `local_bucket_start`, `local_bucket_end`,
+`expected_intervals`, `marts_timezone`) are the one definition the marts are built with too.
+"""
 
 from __future__ import annotations
 
 import re
 import typing as t
 
+from psycopg import sql
+
 if t.TYPE_CHECKING:
     from datetime import datetime
 
     from api.db import Database
 
-# date_trunc units of the energy intervals; 15min keeps each reading as its own bucket.
-INTERVAL_UNITS = {"15min": None, "hour": "hour", "day": "day", "week": "week", "month": "month"}
-# Calendar intervals are added in local time (a local day can be 23 or 25 hours long); the others are
-# fixed lengths.
-CALENDAR_INTERVALS = {"day", "week", "month"}
+INTERVALS = ("15min", "hour", "day", "week", "month")
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 # OFFSET is a bigint: a page number past any table asks for the empty page at the end (then a 404).
 MAX_OFFSET = 2**63 - 1
 
 
-def _muid_match(muid: str | None = None, muid_prefix: str = "") -> str:
+def _muid_match(muid: str | None = None, muid_prefix: str = "") -> sql.SQL:
     """The muid test: one meter (an index look-up), a prefix search, or none. Written out per case, not as
     `(%(x)s is null or ...)`: a prepared statement's generic plan would keep every branch, and scan the fleet
     (a lower() per meter) where one index probe does."""
     if muid is not None:
-        return "muid = %(muid)s"
-    return "starts_with(lower(muid), lower(%(prefix)s))" if muid_prefix else "true"
+        return sql.SQL("muid = %(muid)s")
+    return sql.SQL("starts_with(lower(muid), lower(%(prefix)s))" if muid_prefix else "true")
+
+
+# Where the sums of the buckets come from, the first that can answer (`source` below):
+# - fct_energy_daily: days, weeks and months in the zone the marts were built for;
+# - fct_energy_hourly (UTC-aligned hours): any bucket whose bounds all fall on whole UTC hours, i.e. every
+#   zone whose offsets in the range are whole hours (a DST zone included);
+# - fct_readings: 15-minute buckets, and zones like Asia/Kathmandu (+05:45) or Asia/Kolkata (+05:30).
+# Each branch groups by the same function, so the three agree wherever more than one could answer.
+BUCKET_SUMS = {
+    "fct_energy_daily": """
+        select daily.obis_code,
+               {marts}.local_bucket_start(daily.day::timestamp at time zone %(tz)s, %(unit)s, %(tz)s)
+                   as bucket_start,
+               sum(daily.energy_kwh) as energy_kwh, sum(daily.reading_count) as reading_count
+        from source join {marts}.fct_energy_daily as daily
+          on daily.muid = %(muid)s and daily.obis_code in (select obis_code from codes)
+         and daily.day >= (source.first_start at time zone %(tz)s)::date
+         and daily.day < (source.last_end at time zone %(tz)s)::date
+        where source.name = 'fct_energy_daily'
+        group by 1, 2""",
+    "fct_energy_hourly": """
+        select hourly.obis_code, {marts}.local_bucket_start(hourly.hour_start, %(unit)s, %(tz)s),
+               sum(hourly.energy_kwh), sum(hourly.reading_count)
+        from source join {marts}.fct_energy_hourly as hourly
+          on hourly.muid = %(muid)s and hourly.obis_code in (select obis_code from codes)
+         and hourly.hour_start >= source.first_start and hourly.hour_start < source.last_end
+        where source.name = 'fct_energy_hourly'
+        group by 1, 2""",
+    "fct_readings": """
+        select readings.obis_code, {marts}.local_bucket_start(readings.reading_at, %(unit)s, %(tz)s),
+               sum(readings.energy_kwh), count(*)
+        from source join {marts}.fct_readings as readings
+          on readings.muid = %(muid)s and readings.obis_code in (select obis_code from codes)
+         and readings.reading_at >= source.first_start and readings.reading_at < source.last_end
+        where source.name = 'fct_readings'
+        group by 1, 2""",
+}
+
+
+def _compact(template: str) -> str:
+    """The SQL without its indentation and comment lines: what psycopg sends and parses per call (it caches
+    the parse of statements up to 4 KiB only; the energy query is 4.5 KiB as written, 2.9 KiB compact)."""
+    lines = (line.strip() for line in template.splitlines())
+    return "\n".join(line for line in lines if line and not line.startswith("--"))
 
 
 class Queries:
@@ -35,10 +83,11 @@ class Queries:
             msg = f"API_MARTS_SCHEMA {marts_schema!r} is not a plain schema name"
             raise ValueError(msg)
         self.db = db
-        self.marts = marts_schema
+        self.marts = sql.Identifier(marts_schema)
 
-    def _sql(self, template: str) -> str:
-        return template.replace("{marts}", self.marts)
+    def _sql(self, template: str, **parts: sql.Composable) -> sql.Composed:
+        """`template` with {marts} (and any other `parts`) filled in; %(name)s stay parameters."""
+        return sql.SQL(_compact(template)).format(marts=self.marts, **parts)
 
     def last_loaded_at(self) -> datetime | None:
         row = self.db.fetch_one(self._sql("select max(last_loaded_at) as loaded_at from {marts}.dim_meters"))
@@ -60,14 +109,13 @@ class Queries:
                 from {marts}.dim_meters
                 join (
                     select distinct muid from {marts}.dim_meters
-                    where """
-                + _muid_match(muid, muid_prefix)
-                + """
+                    where {match}
                     order by muid
                     offset %(offset)s limit %(limit)s
                 ) as page using (muid)
                 order by muid, obis_code
-                """
+                """,
+                match=_muid_match(muid, muid_prefix),
             ),
             {"muid": muid, "prefix": muid_prefix, "offset": min(offset, MAX_OFFSET), "limit": limit},
         )
@@ -75,9 +123,8 @@ class Queries:
     def meter_count(self, muid_prefix: str = "") -> int:
         row = self.db.fetch_one(
             self._sql(
-                "select count(*) as n from (select distinct muid from {marts}.dim_meters where "
-                + _muid_match(muid_prefix=muid_prefix)
-                + ") as meters"
+                "select count(*) as n from (select distinct muid from {marts}.dim_meters where {match}) as meters",
+                match=_muid_match(muid_prefix=muid_prefix),
             ),
             {"prefix": muid_prefix},
         )
@@ -128,84 +175,133 @@ class Queries:
         )
         return row["body"], int(row["total"])
 
-    def energy_buckets(
-        self, muid: str, interval: str, start: datetime, end: datetime, tz: str, obis_codes: list[str]
-    ) -> list[dict]:
-        """Every bucket of [start, end) per OBIS code, empty ones included, with sums and completeness."""
-        unit = INTERVAL_UNITS[interval]
-        step = "15 minutes" if unit is None else f"1 {unit}"
-        calendar = interval in CALENDAR_INTERVALS
-        return self.db.fetch_all(
-            self._sql(
-                f"""
-                with bounds as (
-                    select {self._bucket_of("%(start)s::timestamptz", unit)} as first_start
-                ),
-                buckets as (
-                    select bucket_start,
-                           {self._add_step("bucket_start", step, calendar)} as bucket_end
-                    from bounds,
-                         lateral (
-                            select {self._series(step, calendar)} as bucket_start
-                         ) as series
-                    where bucket_start < %(end)s
-                ),
-                sums as (
-                    select obis_code,
-                           {self._bucket_of("reading_at", unit)} as bucket_start,
-                           sum(energy_kwh) as energy_kwh,
-                           count(*) as reading_count
-                    from {{marts}}.fct_readings
-                    where muid = %(muid)s and reading_at >= %(start)s and reading_at < %(end)s
-                      and obis_code = any(%(obis_codes)s)
-                    group by 1, 2
-                )
-                select codes.obis_code, buckets.bucket_start, buckets.bucket_end,
-                       coalesce(sums.energy_kwh, 0) as energy_kwh,
-                       coalesce(sums.reading_count, 0) as reading_count,
-                       (extract(epoch from buckets.bucket_end - buckets.bucket_start) / 900)::int
-                           as expected_intervals
-                from buckets
-                cross join unnest(%(obis_codes)s::text[]) as codes(obis_code)
-                left join sums on sums.obis_code = codes.obis_code and sums.bucket_start = buckets.bucket_start
-                order by buckets.bucket_start, codes.obis_code
-                """
-            ),
-            {"muid": muid, "start": start, "end": end, "tz": tz, "obis_codes": obis_codes},
+    def energy_buckets_json(
+        self, muid: str, interval: str, start: datetime, end: datetime, tz: str, obis: str | None = None
+    ) -> tuple[str, str]:
+        """Every bucket overlapping [start, end) per OBIS code of the meter (or only ``obis``), empty ones
+        included, each whole (its sums cover the whole bucket), as a JSON array rendered by PostgreSQL
+        (``[]`` for a meter without such a channel); and the table that answered (fct_energy_daily,
+        fct_energy_hourly or fct_readings)."""
+        sums = sql.SQL("\nunion all\n").join(
+            sql.SQL(_compact(branch)).format(marts=self.marts) for branch in BUCKET_SUMS.values()
         )
-
-    @staticmethod
-    def _bucket_of(instant: str, unit: str | None) -> str:
-        if unit is None:
-            return f"date_bin('15 minutes', {instant}, timestamptz '2000-01-01 00:00+00')"
-        return f"date_trunc('{unit}', {instant}, %(tz)s)"
-
-    @staticmethod
-    def _add_step(instant: str, step: str, calendar: bool) -> str:
-        if calendar:
-            return f"(({instant} at time zone %(tz)s) + interval '{step}') at time zone %(tz)s"
-        return f"{instant} + interval '{step}'"
-
-    @staticmethod
-    def _series(step: str, calendar: bool) -> str:
-        if calendar:
-            # Step in local wall time, then back to instants: DST days keep their 23 or 25 hours.
-            return (
-                "generate_series(first_start at time zone %(tz)s, %(end)s::timestamptz at time zone %(tz)s, "
-                f"interval '{step}') at time zone %(tz)s"
-            )
-        return f"generate_series(first_start, %(end)s::timestamptz, interval '{step}')"
+        row = self.db.fetch_one(
+            self._sql(
+                """
+                with codes as (
+                    -- The meter's channels (one when asked): none for an unknown meter.
+                    select obis_code from {marts}.dim_meters
+                    where muid = %(muid)s and (%(obis)s::text is null or obis_code = %(obis)s)
+                ),
+                -- The JSON below shows instants in the session's zone: the request's, for this statement
+                -- only (its transaction). Every output row is joined to this one row, so the zone is set
+                -- once, before the first instant is written; the bucket SQL names its zones explicitly.
+                session_zone as materialized (
+                    select set_config('TimeZone', %(tz)s, true) as zone
+                ),
+                buckets as materialized (
+                    select bucket_start as start,
+                           {marts}.local_bucket_end(bucket_start, %(unit)s, %(tz)s) as "end"
+                    from session_zone,
+                         {marts}.local_bucket_starts(%(start)s, %(end)s, %(unit)s, %(tz)s) as bucket_start
+                ),
+                source as (
+                    select case
+                               when %(unit)s in ('day', 'week', 'month') and %(tz)s = {marts}.marts_timezone()
+                                   then 'fct_energy_daily'
+                               when %(unit)s <> '15min'
+                                    and bool_and(date_trunc('hour', buckets.start, 'UTC') = buckets.start
+                                                 and date_trunc('hour', buckets."end", 'UTC') = buckets."end")
+                                   then 'fct_energy_hourly'
+                               else 'fct_readings'
+                           end as name,
+                           min(buckets.start) as first_start,
+                           max(buckets."end") as last_end
+                    from buckets
+                ),
+                sums (obis_code, bucket_start, energy_kwh, reading_count) as ({sums}
+                )
+                select (select name from source) as source,
+                       coalesce(json_agg(bucket order by bucket.start, bucket.obis_code), '[]')::text as body
+                from (
+                    select codes.obis_code, buckets.start, buckets."end",
+                           coalesce(sums.energy_kwh, 0) as energy_kwh,
+                           coalesce(sums.reading_count, 0) as reading_count,
+                           expected.intervals as expected_intervals,
+                           round(100.0 * coalesce(sums.reading_count, 0) / nullif(expected.intervals, 0), 2)
+                               as completeness_pct
+                    from buckets
+                    cross join lateral (
+                        select {marts}.expected_intervals(buckets.start, buckets."end") as intervals
+                    ) as expected
+                    cross join codes
+                    left join sums on sums.obis_code = codes.obis_code and sums.bucket_start = buckets.start
+                ) as bucket
+                """,
+                sums=sums,
+            ),
+            {"muid": muid, "unit": interval, "start": start, "end": end, "tz": tz, "obis": obis},
+        )
+        return row["body"], row["source"]
 
     def daily_completeness(self, muid: str, start: datetime, end: datetime, tz: str) -> list[dict]:
-        """Per local day of [start, end): expected, received and missing 15-minute intervals per OBIS code."""
-        return self.energy_buckets(muid, "day", start, end, tz, self.obis_codes(muid))
-
-    def obis_codes(self, muid: str) -> list[str]:
-        rows = self.db.fetch_all(
-            self._sql("select obis_code from {marts}.dim_meters where muid = %(muid)s order by obis_code"),
-            {"muid": muid},
+        """Per local day overlapping [start, end) and OBIS code of the meter: expected, received and missing
+        15-minute intervals. From fct_meter_completeness_daily in the zone it was built for; in any other
+        zone counted from fct_readings by the same functions (expected_intervals, local_bucket_start)."""
+        return self.db.fetch_all(
+            self._sql(
+                """
+                with days as materialized (
+                    select day_start,
+                           (day_start at time zone %(tz)s)::date as day,
+                           {marts}.expected_intervals(day_start, {marts}.local_bucket_end(day_start, 'day', %(tz)s))
+                               as expected_intervals
+                    from {marts}.local_bucket_starts(%(start)s, %(end)s, 'day', %(tz)s) as day_start
+                ),
+                span as (
+                    select min(day) as first_day, max(day) as last_day,
+                           min(day_start) as first_start,
+                           max({marts}.local_bucket_end(day_start, 'day', %(tz)s)) as last_end
+                    from days
+                ),
+                codes as (
+                    select obis_code from {marts}.dim_meters where muid = %(muid)s
+                ),
+                received as (
+                    select mart.obis_code, mart.day, mart.received_intervals, mart.missing_intervals,
+                           mart.completeness_pct
+                    from span join {marts}.fct_meter_completeness_daily as mart
+                      on mart.muid = %(muid)s and mart.day between span.first_day and span.last_day
+                    where %(tz)s = {marts}.marts_timezone()
+                    union all
+                    select counted.obis_code, counted.day, counted.received_intervals,
+                           days.expected_intervals - counted.received_intervals,
+                           round(100.0 * counted.received_intervals / days.expected_intervals, 2)
+                    from (
+                        select readings.obis_code,
+                               ({marts}.local_bucket_start(readings.reading_at, 'day', %(tz)s)
+                                   at time zone %(tz)s)::date as day,
+                               count(*)::integer as received_intervals
+                        from span join {marts}.fct_readings as readings
+                          on readings.muid = %(muid)s
+                         and readings.reading_at >= span.first_start and readings.reading_at < span.last_end
+                        where %(tz)s <> {marts}.marts_timezone()
+                        group by 1, 2
+                    ) as counted
+                    join days using (day)
+                )
+                select codes.obis_code, days.day, days.expected_intervals,
+                       coalesce(received.received_intervals, 0) as received_intervals,
+                       coalesce(received.missing_intervals, days.expected_intervals) as missing_intervals,
+                       coalesce(received.completeness_pct, 0) as completeness_pct
+                from days
+                cross join codes
+                left join received on received.obis_code = codes.obis_code and received.day = days.day
+                order by days.day, codes.obis_code
+                """
+            ),
+            {"muid": muid, "start": start, "end": end, "tz": tz},
         )
-        return [row["obis_code"] for row in rows]
 
     def measurement_readings(
         self, muid: str, measurement: str, start: datetime, stop: datetime, limit: int
@@ -233,6 +329,6 @@ class Queries:
 
     def timezone_exists(self, tz: str) -> bool:
         row = self.db.fetch_one(
-            "select exists(select 1 from pg_timezone_names where name = %(tz)s) as ok", {"tz": tz}
+            sql.SQL("select exists(select 1 from pg_timezone_names where name = %(tz)s) as ok"), {"tz": tz}
         )
         return bool(row and row["ok"])

@@ -17,12 +17,20 @@ KNOWN_ZONES = frozenset(available_timezones())
 PRINTABLE = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="Must not contain control characters.")
 
 
+# OpenAPI type of a Moment: a generated client gets a date or a date-time, not `Any`.
+MOMENT_SCHEMA = {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
+
+
 class Moment(fields.Field):
     """An ISO 8601 date (``2023-02-01``) or date-time (``2023-02-01T00:00:00Z``).
 
     Deserializes to ``date`` or ``datetime``: a bare date or a date-time without offset is local to the
     request's time zone, resolved by the view (``resolve_moment``).
     """
+
+    def __init__(self, **kwargs) -> None:
+        kwargs["metadata"] = {**MOMENT_SCHEMA, **kwargs.get("metadata", {})}
+        super().__init__(**kwargs)
 
     default_error_messages = {
         "invalid": "Not an ISO 8601 date or date-time, e.g. 2023-02-01 or 2023-02-01T00:00:00Z.",
@@ -189,13 +197,13 @@ class ReadingSchema(Schema):
 
 class BucketSchema(Schema):
     obis_code = fields.String(metadata={"example": "0100011D00FF"})
-    start = fields.String(
+    start = fields.DateTime(
         metadata={
-            "description": "Bucket start in the request's time zone",
+            "description": "Bucket start in the request's time zone, with its offset",
             "example": "2023-02-01T00:00:00+01:00",
         }
     )
-    end = fields.String(
+    end = fields.DateTime(
         metadata={"description": "Bucket end (exclusive)", "example": "2023-02-02T00:00:00+01:00"}
     )
     energy_kwh = fields.Float(metadata={"example": 3.4821})
@@ -210,15 +218,19 @@ class EnergySchema(Schema):
     muid = fields.String(metadata={"example": EXAMPLE_MUID})
     interval = fields.String(metadata={"example": "day"})
     tz = fields.String(metadata={"example": "Europe/Zurich"})
-    start = fields.String(metadata={"example": "2023-02-01T00:00:00+01:00"})
-    end = fields.String(metadata={"example": "2023-03-01T00:00:00+01:00"})
+    start = fields.DateTime(
+        metadata={"description": "First instant asked, in `tz`", "example": "2023-02-01T00:00:00+01:00"}
+    )
+    end = fields.DateTime(
+        metadata={"description": "Last instant asked (exclusive)", "example": "2023-03-01T00:00:00+01:00"}
+    )
     unit = fields.String(metadata={"example": "kWh"})
     buckets = fields.List(fields.Nested(BucketSchema))
 
 
 class CompletenessDaySchema(Schema):
     obis_code = fields.String(metadata={"example": "0100011D00FF"})
-    day = fields.String(metadata={"description": "Local calendar day", "example": "2023-03-26"})
+    day = fields.Date(metadata={"description": "Local calendar day", "example": "2023-03-26"})
     expected_intervals = fields.Integer(metadata={"example": 92})
     received_intervals = fields.Integer(metadata={"example": 92})
     missing_intervals = fields.Integer(metadata={"example": 0})
@@ -238,7 +250,7 @@ class UpstreamRecordSchema(Schema):
         unknown = "include"
 
     measurement = fields.String(metadata={"example": "energy"})
-    timestamp = fields.String(metadata={"example": "2023-02-28T23:45:00.000Z"})
+    timestamp = fields.DateTime(metadata={"example": "2023-02-28T23:45:00.000Z"})
     tags = fields.Dict(metadata={"example": {"muid": EXAMPLE_MUID, "quality": "measured"}})
 
 

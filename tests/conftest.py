@@ -13,7 +13,7 @@ import pytest
 from tests.faulty_source import FaultySource
 from tests.pipeline import REAL_METERS, SHARED_DATA, Pipeline, create_database, drop_database
 from tools.mirror import Mirror
-from tools.synthetic import Meter, day_start, meters_setting, write_exports
+from tools.synthetic import Meter, day_start, dump_export, meter_readings, meters_setting, write_exports
 
 # A small synthetic meter pair in the real format, spanning the spring DST switch in Europe/Zurich
 # (2023-03-26 has 23 local hours), used when the real files are not beside the project.
@@ -102,21 +102,22 @@ def real_files() -> Path:
 def warehouse(tmp_path_factory):
     """The full pipeline (`meltano run tap-exnaton target-postgres dbt`) run once into its own database.
 
-    Source: the real files when ``../shared/data/exnaton`` is there, plus a synthetic meter spanning the
-    DST switch; otherwise synthetic files for both real meter ids. Read-only for the tests that use it.
+    Source: the real files when ``../shared/data/exnaton`` is there, otherwise synthetic files for both real
+    meter ids; plus a synthetic meter spanning both DST switches of 2023 in Europe/Zurich (``DST_METER``).
+    Read-only for the tests that use it.
     """
     workdir = tmp_path_factory.mktemp("warehouse")
     source = workdir / "source"
-    meters = list(FIXTURE_METERS) if not SHARED_DATA.is_dir() else []
     if SHARED_DATA.is_dir():
         source.mkdir()
         for path in SHARED_DATA.glob("*.json"):
             (source / path.name).write_bytes(path.read_bytes())
         meters = [Meter(name, muid, "") for name, muid in REAL_METERS.items()]
-        write_exports(source, [DST_METER], day_start("2023-03-25"), day_start("2023-03-28"))
-        meters.append(DST_METER)
     else:
         write_exports(source, FIXTURE_METERS, day_start("2023-02-01"), day_start("2023-03-28"))
+        meters = list(FIXTURE_METERS)
+    (source / f"{DST_METER.muid}.json").write_bytes(dump_export(dst_meter_readings()))
+    meters.append(DST_METER)
     env = create_database()
     with Mirror(source) as mirror:
         pipeline = Pipeline(
@@ -132,6 +133,14 @@ def warehouse(tmp_path_factory):
 
 
 DST_METER = Meter("muid_dst", "3f0c6a52-0b7e-4c55-9d8e-5a2f6f1d2c10", "0100011D00FF")
+# UTC days around the spring-forward (2023-03-26, 23 local hours) and fall-back (2023-10-29, 25 hours) days.
+DST_METER_DAYS = (("2023-03-25", "2023-03-28"), ("2023-10-28", "2023-10-31"))
+
+
+def dst_meter_readings() -> list[dict]:
+    """The readings of DST_METER, newest first as the source sends them."""
+    spans = sorted(DST_METER_DAYS, reverse=True)
+    return [r for first, stop in spans for r in meter_readings(DST_METER, day_start(first), day_start(stop))]
 
 
 def load_export(path: Path) -> list[dict]:

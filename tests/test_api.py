@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime
+import re
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -18,6 +20,7 @@ from tools.db import conninfo
 
 MUID_1, MUID_2 = REAL_METERS["muid_1"], REAL_METERS["muid_2"]
 ZURICH = ZoneInfo("Europe/Zurich")
+OBIS_KEY = re.compile(r"^[0-9A-Fa-f]{12}$")
 
 
 @pytest.fixture(scope="module")
@@ -263,6 +266,171 @@ def test_bad_energy_parameters_are_4xx(client, query, parameter):
     assert_error(client.get(f"/api/v1/meters/{MUID_1}/energy?{query}"), 422, parameter)
 
 
+# --- the marts, the API and an independent computation agree (both DST switches, odd offsets) --------
+
+
+def source_readings(warehouse, muid: str) -> dict[tuple[str, datetime], Decimal]:
+    """(OBIS code, UTC instant) -> exact value, from the export file the pipeline loaded."""
+    path = warehouse.workdir / "source" / f"{muid}.json"
+    readings = {}
+    for record in json.loads(path.read_bytes(), parse_float=Decimal)["data"]:
+        moment = datetime.fromisoformat(record["timestamp"])
+        for key, value in record.items():
+            if OBIS_KEY.match(key):
+                readings[(key.upper(), moment)] = Decimal(value)
+    return readings
+
+
+def local_bucket(moment: datetime, interval: str, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """[start, end) of the local bucket holding ``moment``, computed with zoneinfo (not the SQL under test)."""
+    local = moment.astimezone(zone)
+    if interval in ("15min", "hour"):
+        minutes = local.minute - local.minute % 15 if interval == "15min" else 0
+        start = local.replace(minute=minutes, second=0, microsecond=0)  # keeps `fold` of a repeated hour
+        length = timedelta(minutes=15) if interval == "15min" else timedelta(hours=1)
+        return start, (start.astimezone(UTC) + length).astimezone(zone)
+    day = local.date()
+    first = {"day": day, "week": day - timedelta(days=day.weekday()), "month": day.replace(day=1)}[interval]
+    after = {
+        "day": first + timedelta(days=1),
+        "week": first + timedelta(weeks=1),
+        "month": (first + timedelta(days=32)).replace(day=1),
+    }[interval]
+    return (datetime.combine(first, time.min, zone), datetime.combine(after, time.min, zone))
+
+
+def expected_buckets(readings: dict, interval: str, zone: ZoneInfo) -> dict[tuple, tuple]:
+    """(OBIS code, ISO start) -> (ISO end, kWh, readings, 15-minute intervals of the bucket)."""
+    sums: dict[tuple, list] = {}
+    for (obis, moment), value in readings.items():
+        start, end = local_bucket(moment, interval, zone)
+        intervals = round((end.astimezone(UTC) - start.astimezone(UTC)) / timedelta(minutes=15))
+        entry = sums.setdefault((obis, start.isoformat()), [end.isoformat(), Decimal(0), 0, intervals])
+        entry[1] += value
+        entry[2] += 1
+    return {key: (end, float(kwh), count, intervals) for key, (end, kwh, count, intervals) in sums.items()}
+
+
+DST_RANGES = [("2023-03-25", "2023-03-28"), ("2023-10-28", "2023-10-31")]
+
+
+@pytest.mark.parametrize(("first", "last"), DST_RANGES, ids=["spring-forward", "fall-back"])
+@pytest.mark.parametrize(
+    ("tz", "interval", "table"),
+    [
+        ("Europe/Zurich", "day", "fct_energy_daily"),
+        ("Europe/Zurich", "week", "fct_energy_daily"),
+        ("Europe/Zurich", "month", "fct_energy_daily"),
+        ("Europe/Zurich", "hour", "fct_energy_hourly"),
+        ("Europe/Zurich", "15min", "fct_readings"),
+        ("America/New_York", "day", "fct_energy_hourly"),
+        ("Asia/Kathmandu", "day", "fct_readings"),
+        ("Asia/Kathmandu", "hour", "fct_readings"),
+        ("Asia/Kolkata", "week", "fct_readings"),
+    ],
+)
+def test_energy_buckets_equal_a_computation_from_the_source_file(
+    client, app, warehouse, tz, interval, table, first, last
+):
+    """Every bucket overlapping the range is whole: its sums cover all readings of the bucket."""
+    zone = ZoneInfo(tz)
+    url = f"/api/v1/meters/{DST_METER.muid}/energy?interval={interval}&start={first}&end={last}&tz={tz}"
+    response = client.get(url)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    buckets = response.get_json()["buckets"]
+    start, end = (datetime.combine(date.fromisoformat(d), time.min, zone) for d in (first, last))
+    expected = {
+        key: value
+        for key, value in expected_buckets(source_readings(warehouse, DST_METER.muid), interval, zone).items()
+        if datetime.fromisoformat(key[1]) < end and datetime.fromisoformat(value[0]) > start
+    }
+    assert expected, "the fixture has readings in the range"
+    got = {
+        (b["obis_code"], b["start"]): (b["end"], b["energy_kwh"], b["reading_count"], b["expected_intervals"])
+        for b in buckets
+    }
+    assert set(expected) <= set(got)
+    for key, (bucket_end, kwh, count, intervals) in expected.items():
+        assert got[key] == (bucket_end, pytest.approx(kwh, abs=1e-9), count, intervals), key
+    assert all(b["reading_count"] == 0 for b in buckets if (b["obis_code"], b["start"]) not in expected)
+    # Consecutive buckets, each ending where the next begins, first and last overlapping the range.
+    starts = [datetime.fromisoformat(b["start"]) for b in buckets]
+    assert [b["end"] for b in buckets[:-1]] == [b["start"] for b in buckets[1:]]
+    assert starts[0] <= start < datetime.fromisoformat(buckets[0]["end"]) and starts[-1] < end
+    # The table that answered: the marts wherever they can.
+    queries = app.extensions["exnaton"]["queries"]
+    _, source = queries.energy_buckets_json(DST_METER.muid, interval, start, end, tz)
+    assert source == table
+
+
+def test_fall_back_day_has_25_hourly_buckets_equal_to_the_hourly_mart(client, warehouse):
+    url = f"/api/v1/meters/{DST_METER.muid}/energy?interval=hour&start=2023-10-29&end=2023-10-30"
+    buckets = client.get(url).get_json()["buckets"]
+    assert len(buckets) == 25
+    assert [b["start"][11:] for b in buckets[2:4]] == ["02:00:00+02:00", "02:00:00+01:00"]
+    mart = warehouse.query(
+        "select hour_start, energy_kwh::float8, reading_count from marts.fct_energy_hourly"
+        " where muid = %s and hour_start >= '2023-10-28T22:00Z' and hour_start < '2023-10-29T23:00Z'"
+        " order by hour_start",
+        [DST_METER.muid],
+    )
+    assert [(datetime.fromisoformat(b["start"]), b["energy_kwh"], b["reading_count"]) for b in buckets] == [
+        (start, pytest.approx(kwh, abs=1e-9), count) for start, kwh, count in mart
+    ]
+    (day,) = client.get(url.replace("interval=hour", "interval=day")).get_json()["buckets"]
+    assert (day["expected_intervals"], day["reading_count"], day["completeness_pct"]) == (100, 100, 100.0)
+
+
+def test_weekly_energy_is_the_sum_of_the_daily_mart(client, warehouse):
+    body = client.get(
+        f"/api/v1/meters/{MUID_1}/energy?interval=week&start=2023-02-06&end=2023-02-27&tz=Europe/Zurich"
+    ).get_json()
+    mart = warehouse.query(
+        "select date_trunc('week', day)::date, sum(energy_kwh)::float8, sum(reading_count)::int"
+        " from marts.fct_energy_daily where muid = %s and day >= '2023-02-06' and day < '2023-02-27'"
+        " group by 1 order by 1",
+        [MUID_1],
+    )
+    assert [
+        (date.fromisoformat(b["start"][:10]), b["energy_kwh"], b["reading_count"]) for b in body["buckets"]
+    ] == [(week, pytest.approx(kwh, abs=1e-9), count) for week, kwh, count in mart]
+
+
+def test_completeness_equals_the_completeness_mart_across_both_dst_switches(client, warehouse):
+    for first, last in DST_RANGES:
+        days = client.get(
+            f"/api/v1/meters/{DST_METER.muid}/completeness?start={first}&end={last}&tz=Europe/Zurich"
+        ).get_json()["days"]
+        mart = warehouse.query(
+            "select obis_code, day, expected_intervals, received_intervals, missing_intervals,"
+            " completeness_pct::float8 from marts.fct_meter_completeness_daily"
+            " where muid = %s and day >= %s and day < %s order by day, obis_code",
+            [DST_METER.muid, first, last],
+        )
+        assert [tuple(d.values()) for d in days] == [(o, d.isoformat(), *rest) for o, d, *rest in mart]
+        assert {d["expected_intervals"] for d in days} == {96, 92 if first.startswith("2023-03") else 100}
+
+
+@pytest.mark.parametrize("tz", ["Europe/Zurich", "Asia/Kathmandu"])
+def test_completeness_equals_a_computation_from_the_source_file(client, warehouse, tz):
+    zone = ZoneInfo(tz)
+    readings = source_readings(warehouse, DST_METER.muid)
+    for first, last in DST_RANGES:
+        days = client.get(
+            f"/api/v1/meters/{DST_METER.muid}/completeness?start={first}&end={last}&tz={tz}"
+        ).get_json()["days"]
+        expected = []
+        for day in (date.fromisoformat(first) + timedelta(days=n) for n in range(3)):
+            start, end = local_bucket(datetime.combine(day, time(12), zone), "day", zone)
+            slots = round((end.astimezone(UTC) - start.astimezone(UTC)) / timedelta(minutes=15))
+            received = sum(1 for _, moment in readings if moment.astimezone(zone).date() == day)
+            percent = float((Decimal(100) * received / slots).quantize(Decimal("0.01")))
+            expected.append(
+                (DST_METER.obis_code, day.isoformat(), slots, received, slots - received, percent)
+            )
+        assert [tuple(d.values()) for d in days] == expected
+
+
 def test_completeness_per_local_day(client, dst_muid):
     body = client.get(f"/api/v1/meters/{dst_muid}/completeness?start=2023-03-26&end=2023-03-27").get_json()
     (day,) = body["days"]
@@ -354,6 +522,54 @@ def test_openapi_document_is_valid_and_complete(client):
         assert set(content) == {"application/json", "text/csv"}, path
     assert "security" not in spec  # no keys configured: nothing to authorize
     assert not [path for path, item in paths.items() if "401" in item.get("get", {}).get("responses", {})]
+
+
+def untyped(schema: dict, spec: dict) -> bool:
+    """A schema a generated client could only type `Any`: no type, no $ref, no typed alternatives."""
+    if "$ref" in schema or "type" in schema:
+        return False
+    alternatives = schema.get("anyOf") or schema.get("oneOf") or schema.get("allOf")
+    return not alternatives or any(untyped(alternative, spec) for alternative in alternatives)
+
+
+def test_openapi_types_every_parameter_and_every_property(client):
+    spec = client.get("/openapi.json").get_json()
+    parameters = [
+        (path, parameter)
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+        if method != "parameters"
+        for parameter in operation.get("parameters", [])
+    ]
+    assert not [(path, p["name"]) for path, p in parameters if untyped(p.get("schema", {}), spec)]
+    properties = [
+        (name, prop, schema)
+        for name, component in spec["components"]["schemas"].items()
+        for prop, schema in component.get("properties", {}).items()
+    ]
+    assert len(properties) > 40
+    assert not [(name, prop) for name, prop, schema in properties if untyped(schema, spec)]
+    # Bounds and instants carry their format: a date or a date-time, not a bare string.
+    moments = {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
+    energy = {
+        p["name"]: p["schema"] for p in spec["paths"]["/api/v1/meters/{muid}/energy"]["get"]["parameters"]
+    }
+    assert {energy["start"]["anyOf"] == moments["anyOf"], energy["end"]["anyOf"] == moments["anyOf"]} == {
+        True
+    }
+    schemas = spec["components"]["schemas"]
+    for name, prop, kind in [
+        ("Bucket", "start", "date-time"),
+        ("Bucket", "end", "date-time"),
+        ("Energy", "start", "date-time"),
+        ("CompletenessDay", "day", "date"),
+        ("Reading", "reading_at", "date-time"),
+        ("Meter", "last_loaded_at", "date-time"),
+    ]:
+        assert (schemas[name]["properties"][prop]["type"], schemas[name]["properties"][prop]["format"]) == (
+            "string",
+            kind,
+        ), (name, prop)
 
 
 def test_openapi_declares_the_key_when_keys_are_used(warehouse):

@@ -187,11 +187,33 @@ def test_spring_forward_day_has_23_local_hours_and_92_intervals(warehouse):
         starts = [start for start, _ in hours]
         assert all(later - earlier == timedelta(hours=1) for earlier, later in pairwise(starts))
     completeness = warehouse.query(
-        "select expected_intervals, received_intervals, missing_intervals, completeness_pct"
+        "select muid, obis_code, expected_intervals, received_intervals, missing_intervals, completeness_pct"
         " from marts.fct_meter_completeness_daily where day = %s",
         [spring],
     )
-    assert completeness and all(row == (92, 92, 0, Decimal("100.00")) for row in completeness)
+    # One row per channel: the grain of the daily energy (and of the API's /completeness).
+    assert sorted(row[:2] for row in completeness) == sorted(row[:2] for row in days)
+    assert all(row[2:] == (92, 92, 0, Decimal("100.00")) for row in completeness)
+
+
+def test_fall_back_day_has_25_hours_and_100_intervals(warehouse):
+    fall = date(2023, 10, 29)
+    rows = warehouse.query(
+        "select d.muid, d.reading_count, c.expected_intervals, c.received_intervals,"
+        " (select count(*) from marts.fct_energy_hourly h where h.muid = d.muid and h.obis_code = d.obis_code"
+        "   and (h.hour_start at time zone 'Europe/Zurich')::date = d.day)"
+        " from marts.fct_energy_daily d join marts.fct_meter_completeness_daily c using (muid, obis_code, day)"
+        " where d.day = %s",
+        [fall],
+    )
+    assert rows and all(row[1:] == (100, 100, 100, 25) for row in rows)
+    # The hourly mart is keyed by UTC hours, whatever the zone: the repeated local 02:00 is two rows.
+    assert (
+        warehouse.scalar(
+            "select count(*) from marts.fct_energy_hourly where date_trunc('hour', hour_start, 'UTC') <> hour_start"
+        )
+        == 0
+    )
 
 
 def test_per_meter_transforms_views(warehouse):
@@ -288,7 +310,7 @@ def test_incremental_run_after_one_new_day_touches_only_that_day(pipeline):
     readings_before = row_versions(pipeline, "fct_readings", "muid, obis_code, reading_at")
     hourly_before = row_versions(pipeline, "fct_energy_hourly", "muid, obis_code, hour_start")
     daily_before = row_versions(pipeline, "fct_energy_daily", "muid, obis_code, day")
-    completeness_before = row_versions(pipeline, "fct_meter_completeness_daily", "muid, day")
+    completeness_before = row_versions(pipeline, "fct_meter_completeness_daily", "muid, obis_code, day")
 
     # One more UTC day at the source (the same deterministic values for the days already there).
     meters = FIXTURE_METERS
@@ -308,8 +330,8 @@ def test_incremental_run_after_one_new_day_touches_only_that_day(pipeline):
         (muid, obis, local_day(moment)) for muid, obis, moment in new_keys
     }
     assert changed(
-        completeness_before, row_versions(pipeline, "fct_meter_completeness_daily", "muid, day")
-    ) == {(muid, local_day(moment)) for muid, _, moment in new_keys}
+        completeness_before, row_versions(pipeline, "fct_meter_completeness_daily", "muid, obis_code, day")
+    ) == {(muid, obis, local_day(moment)) for muid, obis, moment in new_keys}
 
     # The incremental result is exactly what a rebuild from scratch gives, load times included.
     incremental = snapshot(pipeline, skip=())

@@ -1,5 +1,6 @@
-{#- Local calendar arithmetic in the IANA zone of var `timezone`. PostgreSQL's zone rules make DST days
-    come out right: a spring-forward day is 23 hours long, a fall-back day 25. -#}
+{#- Local calendar arithmetic in the IANA zone of var `timezone`, through the bucket functions of
+    local_buckets.sql (the same SQL the API calls). PostgreSQL's zone rules make DST days come out right: a
+    spring-forward day is 23 hours long, a fall-back day 25. -#}
 
 {% macro local_timezone() -%}
     {{ sql_literal(var('timezone', 'Europe/Zurich')) }}
@@ -7,7 +8,7 @@
 
 {#- The local calendar day of an instant (timestamptz). -#}
 {% macro local_day(instant) -%}
-    (({{ instant }}) at time zone {{ local_timezone() }})::date
+    ({{ local_bucket_fn('local_bucket_start') }}({{ instant }}, 'day', {{ local_timezone() }}) at time zone {{ local_timezone() }})::date
 {%- endmacro %}
 
 {#- The instant (timestamptz) at which a local calendar day begins. -#}
@@ -15,13 +16,14 @@
     (({{ day }})::timestamp at time zone {{ local_timezone() }})
 {%- endmacro %}
 
-{#- The instant at which the local hour of an instant begins; the repeated hour of a fall-back day stays
-    two distinct hours because the truncation keeps the instant's own UTC offset. -#}
-{% macro local_hour_start(instant) -%}
-    date_trunc('hour', {{ instant }}, {{ local_timezone() }})
+{#- The UTC-aligned hour of an instant: the key of fct_energy_hourly. It is the local hour in every zone whose
+    offset is whole hours (Europe/Zurich in winter and summer), so such a zone's days, weeks and months are
+    sums of these rows; the repeated hour of a fall-back day stays two hours. -#}
+{% macro utc_hour_start(instant) -%}
+    {{ local_bucket_fn('local_bucket_start') }}({{ instant }}, 'hour', 'UTC')
 {%- endmacro %}
 
 {#- The number of 15-minute intervals in a local day: 96, or 92/100 on DST days. -#}
 {% macro expected_intervals(day) -%}
-    (extract(epoch from {{ local_day_start('(' ~ day ~ ') + 1') }} - {{ local_day_start(day) }}) / 900)::integer
+    {{ local_bucket_fn('expected_intervals') }}({{ local_day_start(day) }}, {{ local_day_start('(' ~ day ~ ') + 1') }})
 {%- endmacro %}

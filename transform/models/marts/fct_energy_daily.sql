@@ -1,15 +1,16 @@
 {#- Energy per meter, OBIS code and local calendar day (var `timezone`): 92 readings on a spring-forward day,
-    100 on a fall-back day. Summed from the local hours of fct_energy_hourly (in every zone a local day is
-    whole local hours), a quarter of the rows of fct_readings. Incremental: only the local days holding
+    100 on a fall-back day. Summed from the hours of fct_energy_hourly, a quarter of the rows of fct_readings:
+    right while every local day of var `timezone` begins on a whole UTC hour (any zone of whole-hour offsets;
+    the data test assert_daily_sums_match_readings fails otherwise). Incremental: only the local days holding
     newly loaded hours are recomputed, from all their hours. -#}
+{#- on_schema_change: an enforced contract on an incremental model needs `fail`, not the project's `ignore`;
+    the primary key of the contract is the model's unique index. -#}
 {{ config(
     materialized='incremental',
     unique_key=['muid', 'obis_code', 'day'],
     incremental_strategy=var('incremental_strategy', 'merge'),
-    indexes=[
-        {'columns': ['muid', 'obis_code', 'day'], 'unique': true},
-        {'columns': ['loaded_at']},
-    ],
+    on_schema_change='fail',
+    indexes=[{'columns': ['loaded_at']}],
 ) }}
 
 {%- if is_incremental() %}
