@@ -41,6 +41,8 @@ if t.TYPE_CHECKING:
 OBIS_KEY = re.compile(r"^[0-9A-Fa-f]{12}$")
 KEY_PROPERTIES = ("muid", "obis_code", "timestamp")
 MIN_WINDOW = timedelta(minutes=15)
+# The key of a meter's (partition or stream) state that holds why its source failed in the last run.
+ERROR_KEY = "error"
 
 READING_SCHEMA = th.PropertiesList(
     th.Property("muid", th.StringType, required=True, description="Meter id (from the reading's tags)"),
@@ -318,6 +320,11 @@ class MeterReadingsStream(ExnatonStream):
             yield from self._meter_records(pages, meter)
         except ExnatonSourceError as exc:
             self._tap.meter_failed(str(exc))
+            # The meter's own state says why it is behind, until it next succeeds: Meltano keeps each run's
+            # state in its run history, where the runs endpoint of the API reads the failed meters.
+            self.get_context_state(context)[ERROR_KEY] = str(exc).splitlines()[0]
+        else:
+            self.get_context_state(context).pop(ERROR_KEY, None)
 
     def _page_readings(self, response: requests.Response, meter: MeterSync) -> list[Reading]:
         where = f"{self.name}: GET {self._redacted(response.url)}"

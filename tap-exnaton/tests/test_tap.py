@@ -546,6 +546,29 @@ def test_fleet_failing_meter_keeps_its_bookmark_the_others_load_and_move(source,
     }
 
 
+def test_a_failed_meter_says_why_in_its_state_until_it_next_succeeds(source, run_tap):
+    """Contract 2: the failed meter's partition (fleet) or stream state holds the one-line message under
+    `error`, removed by its next successful run; Meltano keeps it in the run's payload."""
+    serve_two_meters(source, count=8)
+    fast = {"retry_backoff_factor": 0.01, "max_retries": 2}
+    meters = [{"muid": MUID_1}, {"muid": MUID_2}]
+    source.script[f"/challenge/{MUID_2}.json"] = [Scripted(503)] * 3
+    failed = run_tap(fleet_config(source, meters, **fast))
+    partitions = {p["context"]["muid"]: p for p in failed.final_state["bookmarks"]["readings"]["partitions"]}
+    [message] = [line for line in failed.stderr.splitlines() if line.startswith("tap-exnaton: error:")]
+    assert partitions[MUID_2]["error"] == message.removeprefix("tap-exnaton: error: ")
+    assert "HTTP 503" in partitions[MUID_2]["error"] and "error" not in partitions[MUID_1]
+
+    healed = run_tap(fleet_config(source, meters, **fast), failed.final_state)
+    assert healed.returncode == 0
+    assert all("error" not in p for p in healed.final_state["bookmarks"]["readings"]["partitions"])
+    assert partition_bookmarks(healed.final_state)[MUID_2] == "2023-02-01T01:45:00.000Z"
+
+    source.script[f"/challenge/{MUID_2}.json"] = [Scripted(503)] * 3
+    per_meter = run_tap(file_config(source, **fast)).final_state["bookmarks"]
+    assert "HTTP 503" in per_meter["muid_2"]["error"] and "error" not in per_meter["muid_1"]
+
+
 def test_fleet_fetches_concurrently_within_the_bound(run_tap):
     """1,000 meters behind a source that answers each request after 50 ms: one after another that is 50 s
     at the least; with the default 16 requests in flight, a few seconds (the bound is 10 s of tap wall)."""
