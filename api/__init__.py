@@ -96,9 +96,9 @@ def create_app(overrides: dict | None = None) -> Flask:
 
 
 def _register_blueprints(api: Api) -> None:
-    from api.resources import health, meterdata, meters
+    from api.resources import health, meterdata, meters, pipeline
 
-    for blueprint in (meters.blp, meterdata.blp, health.blp):
+    for blueprint in (meters.blp, meterdata.blp, health.blp, pipeline.blp):
         api.register_blueprint(blueprint)
     api.register_blueprint(meterdata.blp, name=meterdata.V1_NAME, url_prefix=meterdata.V1_PREFIX)
 
