@@ -120,3 +120,19 @@ def test_the_revision_file_read_without_importing_meltano_is_meltanos():
 
     assert migration_lock_path() == LOCK_PATH
     assert LOCK_PATH.read_text().strip()
+
+
+def test_a_database_that_does_not_exist_is_one_line_not_a_traceback(new_database, tmp_path):
+    missing = {**new_database, "PGDATABASE": new_database["PGDATABASE"] + "_missing"}
+    done = subprocess.run(
+        [MELTANO, *RUN],
+        cwd=PROJECT_ROOT,
+        env=Pipeline(pg=missing, workdir=tmp_path, base_url="").env({"MELTANO_DATABASE_MAX_RETRIES": "0"}),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    [error] = [line for line in done.stderr.splitlines() if "[error" in line]
+    assert "cannot connect to the project's PostgreSQL" in error and "does not exist" in error
+    assert "createdb NAME" in error

@@ -123,13 +123,43 @@ class SystemSchemaPlugin(CreateEnginePlugin):
     def engine_created(self, engine: Engine) -> None:
         if engine.dialect.name != "postgresql" or not self.schema:
             return
-        from sqlalchemy.exc import OperationalError
+        from meltano.core.error import MeltanoError
 
         try:
-            prepare(engine, self.schema)
-        except OperationalError:
-            return  # not reachable: Meltano's own connect retries, then reports it
+            prepare_when_reachable(engine, self.schema)
         except SystemSchemaError as exc:
-            from meltano.core.error import MeltanoError
-
             raise MeltanoError(str(exc)) from None
+        except ConnectionError as exc:
+            raise MeltanoError(str(exc)) from None
+
+
+def prepare_when_reachable(engine: Engine, schema: str) -> None:
+    """``prepare``, retried while the server cannot be reached as Meltano retries its own first connection
+    (``MELTANO_DATABASE_MAX_RETRIES``, ``MELTANO_DATABASE_RETRY_TIMEOUT``: 3 times, 5 s apart by default, so
+    a database that is still starting is waited for). Then a ConnectionError of one line: Meltano itself
+    would end in a traceback."""
+    import os
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    # A raw connection of the pool raises the driver's own error, not SQLAlchemy's wrapper of it.
+    unreachable = (OperationalError, engine.dialect.loaded_dbapi.OperationalError)
+    retries = int(os.environ.get("MELTANO_DATABASE_MAX_RETRIES", 3))
+    for attempt in range(retries + 1):
+        try:
+            prepare(engine, schema)
+            return
+        except unreachable as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            if attempt == retries:
+                where = ", ".join(
+                    f"{k}={os.environ[k]}" for k in ("PGHOST", "PGPORT", "PGDATABASE") if k in os.environ
+                )
+                msg = (
+                    f"cannot connect to the project's PostgreSQL ({where or 'libpq defaults'}): "
+                    f"{' '.join(line.strip() for line in reason)}; set PGHOST, PGPORT, PGUSER, PGPASSWORD and "
+                    "PGDATABASE to a running server and an existing database (createdb NAME)"
+                )
+                raise ConnectionError(msg) from None
+            time.sleep(float(os.environ.get("MELTANO_DATABASE_RETRY_TIMEOUT", 5)))
