@@ -249,7 +249,27 @@ class Queries:
 
     def pipeline_runs(self, filters: dict, offset: int, limit: int) -> list[dict]:
         """A page of runs, newest first, each with the readings it loaded and the meters that failed in it."""
-        query = sql.SQL(
+        params = {**filters, "offset": min(offset, MAX_OFFSET), "limit": limit}
+        try:
+            return self._from_run_history(
+                self._runs_page(filters, marts_built=True), params, missing_ok=False
+            )
+        except psycopg.errors.UndefinedTable:
+            # No marts before the first dbt build (a first run that failed, `make el` only): nothing loaded yet.
+            return self._from_run_history(self._runs_page(filters, marts_built=False), params)
+
+    def _runs_page(self, filters: dict, *, marts_built: bool) -> sql.Composed:
+        marts = sql.Identifier(self.marts)
+        # Readings of the run's meters whose kept copy in the marts was loaded while the run ran.
+        readings = sql.SQL(
+            """(select count(*) from {marts}.fct_readings as f
+                where f.loaded_at >= page.started_at and f.loaded_at <= coalesce(page.ended_at, now())
+                  and (f.muid = any(meters.muids) or f.stream_name = any(meters.streams)))"""
+        ).format(marts=marts)
+        stream_muid = sql.SQL(
+            "(select d.muid from {marts}.dim_meters as d where d.stream_name = b.stream limit 1)"
+        ).format(marts=marts)
+        return sql.SQL(
             """
             with page as (
                 select * from ({runs}) as runs
@@ -273,18 +293,10 @@ class Queries:
                        array(select stream from jsonb_each(page.payload -> 'singer_state' -> 'bookmarks')
                                  as b(stream, s) where not s ? 'partitions') as streams
             ) as meters
-            cross join lateral (
-                -- Readings of those meters whose kept copy in the marts was loaded while the run ran.
-                select count(*) as readings_loaded
-                from {marts}.fct_readings as f
-                where f.loaded_at >= page.started_at and f.loaded_at <= coalesce(page.ended_at, now())
-                  and (f.muid = any(meters.muids) or f.stream_name = any(meters.streams))
-            ) as loaded
+            cross join lateral (select {readings} as readings_loaded) as loaded
             cross join lateral (
                 select coalesce(json_agg(json_build_object(
-                           'muid', coalesce(p -> 'context' ->> 'muid',
-                                            (select d.muid from {marts}.dim_meters as d
-                                             where d.stream_name = b.stream limit 1)),
+                           'muid', coalesce(p -> 'context' ->> 'muid', {stream_muid}),
                            'stream_name', b.stream,
                            'error', case when p is null then s ->> 'error' else p ->> 'error' end
                        ) order by b.stream, p -> 'context' ->> 'muid'), '[]') as failed_meters
@@ -294,8 +306,12 @@ class Queries:
             ) as failed
             order by page.started_at desc, page.id desc
             """
-        ).format(runs=self._runs(), where=self._run_filters(filters), marts=sql.Identifier(self.marts))
-        return self._from_run_history(query, {**filters, "offset": min(offset, MAX_OFFSET), "limit": limit})
+        ).format(
+            runs=self._runs(),
+            where=self._run_filters(filters),
+            readings=readings if marts_built else sql.SQL("0::bigint"),
+            stream_muid=stream_muid if marts_built else sql.SQL("null::text"),
+        )
 
     def pipeline_run_count(self, filters: dict) -> int:
         query = sql.SQL("select count(*) as n from ({runs}) as runs where {where}").format(
@@ -349,12 +365,16 @@ class Queries:
         ]
         return sql.SQL(" and ").join(conditions) if conditions else sql.SQL("true")
 
-    def _from_run_history(self, query: sql.Composable, params: dict) -> list[dict]:
+    def _from_run_history(
+        self, query: sql.Composable, params: dict, *, missing_ok: bool = True
+    ) -> list[dict]:
         """Rows of a run-history query; none when Meltano never ran on this database (no runs table yet)."""
         try:
             return self.db.fetch_all(query, params)
         except psycopg.errors.UndefinedTable:
-            return []
+            if missing_ok:
+                return []
+            raise
         except psycopg.errors.InsufficientPrivilege as exc:
             msg = f"the API's role may not read {self.meltano_schema}.runs: run `make roles` (tools.roles)"
             raise DatabaseUnavailable(msg) from exc

@@ -194,3 +194,21 @@ def test_a_run_that_stopped_heartbeating_is_failed_not_running(run_history, clie
         assert listed[0]["readings_loaded"] == 0 and listed[0]["duration_seconds"] >= 0
     finally:
         run_history.execute("delete from meltano.runs where job_name = 'dev:crash-test'")
+
+
+def test_a_first_run_that_failed_before_any_dbt_build_is_listed(faulty_pipeline, faulty_source):
+    """No marts yet (the run stopped before dbt): the run and its failed meter are there, nothing loaded."""
+    from tests.faulty_source import status
+
+    faulty_source.on(MUID_2, status(503), then=status(503))
+    assert faulty_pipeline.meltano("run", "tap-exnaton", "target-postgres", check=False).returncode != 0
+    client = create_app({"conninfo": conninfo(faulty_pipeline.pg)}).test_client()
+
+    response = client.get(RUNS)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    [run] = response.get_json()
+    assert (run["state"], run["readings_loaded"], run["error"]) == ("failed", 0, "Extractor failed")
+    [meter] = run["failed_meters"]
+    assert meter["stream_name"] == "muid_2" and meter["muid"] is None and "HTTP 503" in meter["error"]
+    fresh = client.get("/api/v1/pipeline/freshness").get_json()
+    assert fresh["stale"] is True and fresh["last_success_at"] is None and fresh["last_loaded_at"] is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import psycopg
 from flask_smorest import Blueprint
 
 from api.pipeline_schemas import FreshnessSchema, RunsArgs, RunSchema
@@ -72,8 +73,15 @@ def freshness():
     age = (datetime.now(UTC) - last_success).total_seconds() if last_success else None
     return {
         "last_success_at": last_success,
-        "last_loaded_at": queries().last_loaded_at(),
+        "last_loaded_at": last_loaded_at(),
         "age_seconds": age,
         "stale_after_seconds": threshold,
         "stale": age is None or age > threshold,
     }
+
+
+def last_loaded_at() -> datetime | None:
+    try:
+        return queries().last_loaded_at()
+    except psycopg.errors.UndefinedTable:
+        return None  # no marts before the first dbt build
