@@ -196,12 +196,18 @@ def test_a_run_that_stopped_heartbeating_is_failed_not_running(run_history, clie
         run_history.execute("delete from meltano.runs where job_name = 'dev:crash-test'")
 
 
-def test_a_first_run_that_failed_before_any_dbt_build_is_listed(faulty_pipeline, faulty_source):
-    """No marts yet (the run stopped before dbt): the run and its failed meter are there, nothing loaded."""
+def test_a_fleet_run_that_failed_before_its_dbt_build(faulty_pipeline, faulty_source):
+    """The fleet stream (partitions, one per meter): the failed meter comes from its partition's state. Before
+    the first dbt build (no marts yet) the run is listed with nothing loaded; the build then shows what it
+    loaded for the meter that did not fail."""
     from tests.faulty_source import status
 
     faulty_source.on(MUID_2, status(503), then=status(503))
-    assert faulty_pipeline.meltano("run", "tap-exnaton", "target-postgres", check=False).returncode != 0
+    fleet = {"TAP_EXNATON_STREAM_PER_METER": "false"}
+    failed = faulty_pipeline.meltano(
+        "run", "tap-exnaton", "target-postgres", "dbt", check=False, extra_env=fleet
+    )
+    assert failed.returncode != 0
     client = create_app({"conninfo": conninfo(faulty_pipeline.pg)}).test_client()
 
     response = client.get(RUNS)
@@ -209,6 +215,15 @@ def test_a_first_run_that_failed_before_any_dbt_build_is_listed(faulty_pipeline,
     [run] = response.get_json()
     assert (run["state"], run["readings_loaded"], run["error"]) == ("failed", 0, "Extractor failed")
     [meter] = run["failed_meters"]
-    assert meter["stream_name"] == "muid_2" and meter["muid"] is None and "HTTP 503" in meter["error"]
+    assert (meter["muid"], meter["stream_name"]) == (MUID_2, "readings") and "HTTP 503" in meter["error"]
     fresh = client.get("/api/v1/pipeline/freshness").get_json()
     assert fresh["stale"] is True and fresh["last_success_at"] is None and fresh["last_loaded_at"] is None
+
+    faulty_pipeline.meltano("run", "dbt", extra_env=fleet)
+    [built] = client.get(RUNS).get_json()
+    assert (
+        built["readings_loaded"]
+        == 3 * 96
+        == faulty_pipeline.scalar("select count(*) from marts.fct_readings")
+    )
+    assert built["failed_meters"] == run["failed_meters"]
