@@ -48,7 +48,7 @@ def prepare(engine: Engine, schema: str) -> None:
         connection = raw.driver_connection
         connection.autocommit = True
         if _migrated(connection, schema, head):
-            return  # every command after the first: one query
+            return  # every command after the first: two small queries, no lock
         _scalar(connection, "select pg_advisory_lock(%s)", SYSTEM_DB_KEY)
         try:
             # Checked again under the lock: a command that waited here finds the work done.
