@@ -9,6 +9,7 @@ import hmac
 import time
 from pathlib import Path
 
+import psycopg
 from flask import Flask, Response, jsonify, request, send_from_directory
 from flask_cors import CORS
 from flask_smorest import Api
@@ -96,9 +97,9 @@ def create_app(overrides: dict | None = None) -> Flask:
 
 
 def _register_blueprints(api: Api) -> None:
-    from api.resources import health, meterdata, meters
+    from api.resources import health, meterdata, meters, pipeline
 
-    for blueprint in (meters.blp, meterdata.blp, health.blp):
+    for blueprint in (meters.blp, meterdata.blp, health.blp, pipeline.blp):
         api.register_blueprint(blueprint)
     api.register_blueprint(meterdata.blp, name=meterdata.V1_NAME, url_prefix=meterdata.V1_PREFIX)
 
@@ -176,7 +177,7 @@ def _register_loaded_at(app: Flask) -> None:
         if time.monotonic() - cache["at"] > LOADED_AT_TTL_SECONDS:
             try:
                 loaded_at = app.extensions["exnaton"]["queries"].last_loaded_at()
-            except DatabaseUnavailable:
+            except (DatabaseUnavailable, psycopg.errors.UndefinedTable):  # no marts before the first build
                 return response
             cache.update(value=loaded_at.isoformat() if loaded_at else "", at=time.monotonic())
         if cache["value"]:

@@ -29,6 +29,9 @@ class Settings:
     pool_size: int = field(default_factory=lambda: _int("API_POOL_SIZE", 8))
     default_timezone: str = field(default_factory=lambda: os.environ.get("API_DEFAULT_TZ", "Europe/Zurich"))
     marts_schema: str = field(default_factory=lambda: os.environ.get("API_MARTS_SCHEMA", "marts"))
+    # The data is stale when the newest successful pipeline run ended longer ago: twice the quarter-hourly
+    # schedule of meltano.yml.
+    stale_after_s: int = field(default_factory=lambda: _int("API_STALE_AFTER_S", 1800))
 
 
 def database_conninfo() -> str:

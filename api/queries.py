@@ -11,7 +11,10 @@ from __future__ import annotations
 import re
 import typing as t
 
+import psycopg
 from psycopg import sql
+
+from api.db import DatabaseUnavailable
 
 if t.TYPE_CHECKING:
     from datetime import datetime
@@ -332,3 +335,140 @@ class Queries:
             sql.SQL("select exists(select 1 from pg_timezone_names where name = %(tz)s) as ok"), {"tz": tz}
         )
         return bool(row and row["ok"])
+
+    # --- Pipeline runs: Meltano's run history (schema meltano, table runs) --------------------------------
+
+    # meltano.yml's database_uri keeps Meltano's system tables in this schema of the project's database.
+    meltano_schema = "meltano"
+
+    def pipeline_runs(self, filters: dict, offset: int, limit: int) -> list[dict]:
+        """A page of runs, newest first, each with the readings it loaded and the meters that failed in it."""
+        params = {**filters, "offset": min(offset, MAX_OFFSET), "limit": limit}
+        try:
+            return self._from_run_history(
+                self._runs_page(filters, marts_built=True), params, missing_ok=False
+            )
+        except psycopg.errors.UndefinedTable:
+            # No marts before the first dbt build (a first run that failed, `make el` only): nothing loaded yet.
+            return self._from_run_history(self._runs_page(filters, marts_built=False), params)
+
+    def _runs_page(self, filters: dict, *, marts_built: bool) -> sql.Composed:
+        marts = sql.Identifier(self.marts)
+        # Readings of the run's meters whose kept copy in the marts was loaded while the run ran.
+        readings = sql.SQL(
+            """(select count(*) from {marts}.fct_readings as f
+                where f.loaded_at >= page.started_at and f.loaded_at <= coalesce(page.ended_at, now())
+                  and (f.muid = any(meters.muids) or f.stream_name = any(meters.streams)))"""
+        ).format(marts=marts)
+        stream_muid = sql.SQL(
+            "(select d.muid from {marts}.dim_meters as d where d.stream_name = b.stream limit 1)"
+        ).format(marts=marts)
+        return sql.SQL(
+            """
+            with page as (
+                select * from ({runs}) as runs
+                where {where}
+                order by started_at desc, id desc
+                offset %(offset)s limit %(limit)s
+            )
+            select page.id, page.run_id::text as run_id, page.state_id, page.state, page.trigger,
+                   page.started_at, page.ended_at,
+                   extract(epoch from coalesce(page.ended_at, now()) - page.started_at)::float8
+                       as duration_seconds,
+                   page.payload ->> 'error' as error,
+                   loaded.readings_loaded,
+                   failed.failed_meters
+            from page
+            cross join lateral (
+                -- The meters of the run: the partitions of a fleet stream, or the streams of one meter each.
+                select array(select p -> 'context' ->> 'muid' from jsonb_each(page.payload -> 'singer_state'
+                                 -> 'bookmarks') as b(stream, s), jsonb_array_elements(s -> 'partitions') as p)
+                           as muids,
+                       array(select stream from jsonb_each(page.payload -> 'singer_state' -> 'bookmarks')
+                                 as b(stream, s) where not s ? 'partitions') as streams
+            ) as meters
+            cross join lateral (select {readings} as readings_loaded) as loaded
+            cross join lateral (
+                select coalesce(json_agg(json_build_object(
+                           'muid', coalesce(p -> 'context' ->> 'muid', {stream_muid}),
+                           'stream_name', b.stream,
+                           'error', case when p is null then s ->> 'error' else p ->> 'error' end
+                       ) order by b.stream, p -> 'context' ->> 'muid'), '[]') as failed_meters
+                from jsonb_each(page.payload -> 'singer_state' -> 'bookmarks') as b(stream, s)
+                left join lateral jsonb_array_elements(s -> 'partitions') as p on true
+                where case when p is null then s ->> 'error' else p ->> 'error' end is not null
+            ) as failed
+            order by page.started_at desc, page.id desc
+            """
+        ).format(
+            runs=self._runs(),
+            where=self._run_filters(filters),
+            readings=readings if marts_built else sql.SQL("0::bigint"),
+            stream_muid=stream_muid if marts_built else sql.SQL("null::text"),
+        )
+
+    def pipeline_run_count(self, filters: dict) -> int:
+        query = sql.SQL("select count(*) as n from ({runs}) as runs where {where}").format(
+            runs=self._runs(), where=self._run_filters(filters)
+        )
+        rows = self._from_run_history(query, filters)
+        return int(rows[0]["n"]) if rows else 0
+
+    def pipeline_last_success_at(self) -> datetime | None:
+        """When the newest successful run ended (any state id)."""
+        query = sql.SQL(
+            "select max(ended_at) as ended_at from ({runs}) as runs where state = 'success'"
+        ).format(runs=self._runs())
+        rows = self._from_run_history(query, {})
+        return rows[0]["ended_at"] if rows else None
+
+    def _runs(self) -> sql.Composed:
+        """Meltano's runs as the API names them: UTC instants, the state as success/failed/running.
+
+        A run still marked running whose heartbeat stopped is failed: Meltano itself fails it as stale at the
+        pipeline's next start (heartbeat older than 5 minutes, or 24 hours after a start without heartbeat).
+        """
+        return sql.SQL(
+            """
+            select id, run_id, job_name as state_id, trigger, payload::jsonb as payload,
+                   started_at at time zone 'UTC' as started_at,
+                   ended_at at time zone 'UTC' as ended_at,
+                   case
+                       when state = 'SUCCESS' then 'success'
+                       when state in ('RUNNING', 'IDLE') and now() at time zone 'UTC' < coalesce(
+                           last_heartbeat_at + interval '5 minutes', started_at + interval '24 hours')
+                           then 'running'
+                       else 'failed'
+                   end as state
+            from {meltano}.runs
+            where state <> 'STATE_EDIT'
+            """
+        ).format(meltano=sql.Identifier(self.meltano_schema))
+
+    @staticmethod
+    def _run_filters(filters: dict) -> sql.Composable:
+        """Only the filters given, each written out (a prepared statement's generic plan keeps no dead branch)."""
+        conditions = [
+            sql.SQL(condition)
+            for key, condition in (
+                ("state", "state = %(state)s"),
+                ("since", "started_at >= %(since)s"),
+                ("state_id", "state_id = %(state_id)s"),
+            )
+            if filters.get(key) is not None
+        ]
+        return sql.SQL(" and ").join(conditions) if conditions else sql.SQL("true")
+
+    def _from_run_history(
+        self, query: sql.Composable, params: dict, *, missing_ok: bool = True
+    ) -> list[dict]:
+        """Rows of a run-history query; none when Meltano never ran on this database (no runs table yet)."""
+        try:
+            return self.db.fetch_all(query, params)
+        except psycopg.errors.UndefinedTable:
+            if missing_ok:
+                return []
+            raise
+        except psycopg.errors.InsufficientPrivilege as exc:
+            msg = f"the API's role may not read {self.meltano_schema}.runs: run `make roles` (tools.roles)"
+            raise DatabaseUnavailable(msg) from exc

@@ -161,3 +161,37 @@ def private_postgres():
     finally:
         server.cleanup()
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def run_history(tmp_path_factory):
+    """A database with a real run history (Meltano's `runs` table), for the runs endpoint and its panel:
+
+    1. success: both meters, 2023-03-25 and 26 (2 x 2 x 96 readings);
+    2. failed: the source gives muid_2 only HTTP 503, muid_1 loads 2023-03-27 (96 readings); the run stops
+       before dbt, whose next build puts those readings in the marts;
+    3. success: muid_2 catches up on 2023-03-27 (96 readings), its error gone from the state.
+
+    The tests read it only; the dashboard's stale-data test adds runs of its own at the end.
+    """
+    from tests.faulty_source import status
+
+    workdir = tmp_path_factory.mktemp("run-history")
+    source = workdir / "source"
+    write_exports(source, FIXTURE_METERS, day_start("2023-03-25"), day_start("2023-03-27"))
+    env = create_database()
+    with FaultySource(source) as server:
+        pipeline = Pipeline(
+            pg=env, workdir=workdir, base_url=server.base_url, settings={**_meter_settings(), **FAST_RETRIES}
+        )
+        pipeline.meltano("run", "tap-exnaton", "target-postgres", "dbt")
+        write_exports(source, FIXTURE_METERS, day_start("2023-03-25"), day_start("2023-03-28"))
+        server.reload()
+        server.on(FIXTURE_METERS[1].muid, status(503), then=status(503))
+        failed = pipeline.meltano("run", "tap-exnaton", "target-postgres", "dbt", check=False)
+        assert failed.returncode != 0, failed.stderr[-3000:]
+        server.heal()
+        pipeline.meltano("run", "tap-exnaton", "target-postgres", "dbt")
+        pipeline.source = server  # type: ignore[attr-defined]
+        yield pipeline
+    drop_database(env)

@@ -34,15 +34,19 @@ DAY_READING_AT = (
 FOREIGN_PREFIXES = ("TAP_EXNATON_", "TARGET_POSTGRES_", "DBT_", "MELTANO_")
 
 
-def create_database(prefix: str = "exnaton_test", name: str | None = None) -> dict[str, str]:
+def create_database(
+    prefix: str = "exnaton_test", name: str | None = None, *, meltano_schema: bool = True
+) -> dict[str, str]:
     """A fresh, empty database on the server in use (embedded unless PGHOST is set), prepared as
-    ``tools.db`` prepares the project's: with the (empty) schema of Meltano's system tables."""
+    ``tools.db`` prepares the project's: with Meltano's (empty) system tables, unless ``meltano_schema`` is
+    false (a database as new as an orchestrator's or a container's, that the bare `meltano` must prepare)."""
     server = pg_environment({**os.environ, "PGDATABASE": "postgres"})
     name = name or f"{prefix}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(conninfo(server), autocommit=True) as conn:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     env = {**server, "PGDATABASE": name}
-    ensure_meltano_schema(env)
+    if meltano_schema:
+        ensure_meltano_schema(env)
     return env
 
 

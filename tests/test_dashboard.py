@@ -322,3 +322,73 @@ def test_swagger_ui_authorize_sends_the_key(page, keyed_site):
         in page.find_element(By.CSS_SELECTOR, ".opblock.is-open .curl-command").text
     )
     assert foreign(requested_urls(page)) == []
+
+
+# --- pipeline runs panel, over a real run history (a failed run included) ---------------------------
+
+
+def runs_panel(driver) -> list[dict]:
+    WebDriverWait(driver, WAIT_S).until(
+        lambda d: d.find_element(By.ID, "runs").get_attribute("data-state") in ("ready", "error")
+    )
+    assert driver.find_element(By.ID, "runs").get_attribute("data-state") == "ready"
+    return driver.execute_script(
+        """
+        return [...document.querySelectorAll("#runs-table tbody tr")].map((row) => ({
+          run_id: row.dataset.runId, state: row.dataset.state, readings: Number(row.dataset.readings),
+          cells: [...row.cells].map((cell) => cell.textContent.trim()),
+          failed: [...row.querySelectorAll(".failed-meters [data-muid]")].map((item) => item.dataset.muid),
+        }));
+        """
+    )
+
+
+def test_the_runs_panel_shows_the_real_runs_with_the_failed_meter(page, run_history):
+    # A threshold of a day: the history may be older than the default 30 minutes when the whole suite runs.
+    app = create_app({"conninfo": conninfo(run_history.pg), "stale_after_s": 86_400})
+    with live_server(app) as base:
+        page.get(base + "/")
+        wait_ready(page)
+        shown = runs_panel(page)
+        runs = api_json(base, "/api/v1/pipeline/runs")
+    assert [(row["run_id"], row["state"], row["readings"]) for row in shown] == [
+        (run["run_id"], run["state"], run["readings_loaded"]) for run in runs
+    ]
+    assert [row["state"] for row in shown] == ["success", "failed", "success"]
+    failed = shown[1]
+    assert failed["failed"] == [FIXTURE_METERS[1].muid]
+    assert "HTTP 503" in failed["cells"][4] and failed["cells"][2] == "failed" and failed["cells"][3] == "96"
+    assert shown[2]["cells"][3] == "384" and shown[0]["cells"][4] == "–"
+    assert page.find_element(By.ID, "runs-summary").text.startswith("The last 3 of 3 runs")
+    assert not page.find_element(By.ID, "stale-warning").is_displayed()
+    assert console_errors(page) == []
+
+
+def test_the_stale_warning_appears_and_goes_with_the_next_successful_run(page, run_history):
+    stale_after = 15
+    app = create_app({"conninfo": conninfo(run_history.pg), "stale_after_s": stale_after})
+    before = {row[0] for row in run_history.query("select id from meltano.runs")}
+    try:
+        with live_server(app) as base:
+            WebDriverWait(page, 60, poll_frequency=1).until(
+                lambda _: api_json(base, "/api/v1/pipeline/freshness")["stale"]
+            )
+            page.get(base + "/")
+            wait_ready(page)
+            runs_panel(page)
+            warning = page.find_element(By.ID, "stale-warning")
+            assert warning.is_displayed() and warning.text.startswith(
+                "Stale data: the last successful pipeline run"
+            )
+
+            run_history.meltano("run", "tap-exnaton", "target-postgres")  # nothing new: a quick success
+            page.find_element(By.ID, "runs-refresh").click()
+            WebDriverWait(page, WAIT_S).until(
+                lambda d: not d.find_element(By.ID, "stale-warning").is_displayed()
+            )
+            shown = runs_panel(page)
+            assert len(shown) == 4 and shown[0]["state"] == "success" and shown[0]["readings"] == 0
+            assert console_errors(page) == []
+    finally:
+        # The history stays as the other tests of the session know it.
+        run_history.execute("delete from meltano.runs where not (id = any(%s))", [list(before)])

@@ -47,12 +47,14 @@ def tools_db_exec(env: dict[str, str], *command: str) -> subprocess.CompletedPro
 
 def test_exec_prepares_meltanos_schema_and_hands_the_variables_to_the_command(database):
     with psycopg.connect(conninfo(database), autocommit=True) as conn:
-        conn.execute("drop schema meltano")
+        conn.execute("drop schema meltano cascade")
     printed = tools_db_exec(database, sys.executable, "-c", "import os; print(os.environ['PGDATABASE'])")
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout.strip() == database["PGDATABASE"]
     with psycopg.connect(conninfo(database)) as conn:
         assert conn.execute("select count(*) from pg_namespace where nspname = 'meltano'").fetchone() == (1,)
+        # Its tables too, at Meltano's revision (the same preparation as a bare `meltano` command's).
+        assert conn.execute("select to_regclass('meltano.runs') is not null").fetchone() == (True,)
 
 
 def test_exec_on_an_unreachable_server_says_so_and_runs_nothing(tmp_path):

@@ -27,8 +27,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PGDATA = PROJECT_ROOT / ".pgdata"
 DEFAULT_DATABASE = "exnaton"
 PG_VARIABLES = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")
-# Meltano's system tables; meltano.yml's database_uri sets this schema as the search_path. Meltano does not
-# create it: without it, its first command fails with a misleading "Cannot upgrade the system database".
+# Meltano's system tables; meltano.yml's database_uri sets this schema as the search_path (and names the
+# SQLAlchemy plugin that creates it when a bare `meltano` command is the first to reach a new database).
 MELTANO_SCHEMA = "meltano"
 # Where Meltano kept its system database before it moved into PostgreSQL.
 LEGACY_SYSTEM_DB = PROJECT_ROOT / ".meltano" / "meltano.db"
@@ -59,15 +59,23 @@ def ensure_database(env: dict[str, str]) -> None:
 
 
 def ensure_meltano_schema(env: dict[str, str]) -> None:
-    """The schema of Meltano's system tables; only created when missing (CREATE needs a privilege)."""
+    """Meltano's schema and system tables, as Meltano's own engine prepares them on a new database
+    (meltano.yml's database_uri plugin, pipeline-lock/pipeline_lock/system_db.py): one way, whoever is first."""
     import psycopg
-    from psycopg import sql
+    from pipeline_lock.system_db import prepare
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
 
-    with psycopg.connect(conninfo(env), autocommit=True) as conn:
-        exists = conn.execute("select 1 from pg_namespace where nspname = %s", [MELTANO_SCHEMA]).fetchone()
-        if not exists:
-            with contextlib.suppress(psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema):
-                conn.execute(sql.SQL("create schema {}").format(sql.Identifier(MELTANO_SCHEMA)))
+    options = f"-csearch_path={MELTANO_SCHEMA}"
+    engine = create_engine(
+        "postgresql+psycopg://",
+        poolclass=NullPool,
+        creator=lambda: psycopg.connect(conninfo(env), options=options),
+    )
+    try:
+        prepare(engine, MELTANO_SCHEMA)
+    finally:
+        engine.dispose()
 
 
 def conninfo(env: dict[str, str]) -> str:
@@ -175,12 +183,15 @@ def main(argv: list[str] | None = None) -> int:
         stop_embedded()
         return 0
     import psycopg
+    from pipeline_lock.system_db import SystemSchemaError
+    from sqlalchemy.exc import SQLAlchemyError
 
     env = pg_environment()
     try:
         ensure_meltano_schema(env)
-    except psycopg.Error as exc:
-        print(f"tools.db: cannot reach or prepare the database: {exc}", file=sys.stderr)  # noqa: T201
+    except (psycopg.Error, SQLAlchemyError, SystemSchemaError) as exc:
+        reason = getattr(exc, "orig", None) or exc  # SQLAlchemy's wrapper adds a multi-line hint
+        print(f"tools.db: cannot reach or prepare the database: {reason}", file=sys.stderr)  # noqa: T201
         return 1
     if notice := retire_legacy_state():
         print(notice, file=sys.stderr)  # noqa: T201

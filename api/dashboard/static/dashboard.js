@@ -431,6 +431,92 @@
     return link;
   }
 
+  // --- pipeline runs: Meltano's run history and the stale-data warning ------------------------------
+
+  const RUNS_SHOWN = 10;
+  const RUNS_REFRESH_MS = 60000;
+
+  /** The run panel has its own state (data-state on #runs): its errors never stop the charts. */
+  async function loadRuns() {
+    const panel = byId("runs");
+    panel.dataset.state = "loading";
+    try {
+      const [runs, freshness] = await Promise.all([
+        getJson("/pipeline/runs", { page_size: RUNS_SHOWN }),
+        getJson("/pipeline/freshness"),
+      ]);
+      renderRuns(runs.body, JSON.parse(runs.headers.get("X-Pagination") || "{}"));
+      renderStale(freshness.body);
+      byId("runs-message").textContent = "";
+      panel.dataset.state = "ready";
+    } catch (error) {
+      panel.dataset.state = error instanceof NeedsKey ? "needs-key" : "error";
+      if (!(error instanceof NeedsKey)) byId("runs-message").textContent = `The run history could not be read: ${error.message}`;
+    }
+  }
+
+  function duration(seconds) {
+    if (seconds < 60) return `${seconds.toFixed(1)} s`;
+    const minutes = Math.floor(seconds / 60);
+    if (minutes < 60) return `${minutes} min ${Math.round(seconds % 60)} s`;
+    return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+  }
+
+  function localTime(instant) {
+    return new Intl.DateTimeFormat("en-GB", { timeZone: state.tz, dateStyle: "medium", timeStyle: "medium" }).format(new Date(instant));
+  }
+
+  function renderRuns(runs, pagination) {
+    const rows = runs.map((run) => {
+      const row = document.createElement("tr");
+      Object.assign(row.dataset, { runId: run.run_id, state: run.state, readings: run.readings_loaded });
+      const started = document.createElement("td");
+      started.textContent = localTime(run.started_at);
+      started.title = `${run.state_id}, run ${run.run_id}, started by ${run.trigger || "unknown"}`;
+      const badge = document.createElement("span");
+      badge.className = `run-state ${run.state}`;
+      badge.textContent = run.state;
+      if (run.error) badge.title = run.error;
+      const failed = document.createElement("td");
+      failed.className = "failed-meters";
+      for (const meter of run.failed_meters) {
+        const item = document.createElement("div");
+        item.dataset.muid = meter.muid || "";
+        const name = document.createElement("span");
+        name.className = "muid";
+        name.textContent = meter.muid || meter.stream_name;
+        const why = document.createElement("span");
+        why.className = "detail";
+        why.textContent = ` ${meter.error}`;
+        item.append(name, why);
+        failed.append(item);
+      }
+      if (!run.failed_meters.length) failed.textContent = "–";
+      const cells = [started, duration(run.duration_seconds), badge, run.readings_loaded.toLocaleString("en"), failed];
+      for (const cell of cells) {
+        if (cell instanceof HTMLTableCellElement) row.append(cell);
+        else row.insertCell().append(cell);
+      }
+      return row;
+    });
+    byId("runs-table").tBodies[0].replaceChildren(...rows);
+    const total = pagination.total ?? runs.length;
+    byId("runs-summary").textContent = total
+      ? `The last ${runs.length} of ${total} run${total === 1 ? "" : "s"} of meltano run, newest first (times in ${state.tz}).`
+      : "No pipeline run is recorded in this database yet: run the pipeline (make run).";
+  }
+
+  function renderStale(freshness) {
+    const warning = byId("stale-warning");
+    warning.hidden = !freshness.stale;
+    warning.dataset.stale = String(freshness.stale);
+    const limit = `${Math.round(freshness.stale_after_seconds / 60)} minutes`;
+    warning.textContent = freshness.last_success_at
+      ? `Stale data: the last successful pipeline run ended ${ago(Math.round(freshness.age_seconds / 60))} ` +
+        `(${localTime(freshness.last_success_at)}); one is expected at least every ${limit}.`
+      : "Stale data: no successful pipeline run is recorded in this database yet.";
+  }
+
   // --- controls -------------------------------------------------------------------------------------
 
   function fillZones() {
@@ -487,6 +573,8 @@
       byId("key-message").textContent = "The key is forgotten.";
     });
     byId("key-open").addEventListener("click", () => askForKey("Enter the API key (needed when the server sets API_KEYS)."));
+    byId("runs-refresh").addEventListener("click", loadRuns);
+    setInterval(loadRuns, RUNS_REFRESH_MS);
     let width = window.innerWidth;
     window.addEventListener(
       "resize",
@@ -509,6 +597,7 @@
 
   async function start() {
     clearAlert();
+    loadRuns();
     try {
       const meter = await meterToShow(await loadMeters());
       if (meter) selectMeter(meter);
