@@ -94,11 +94,18 @@ class Translator(DagsterDbtTranslator):
 @dbt_assets(manifest=project.MANIFEST, dagster_dbt_translator=Translator())
 def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
     context.log.info(f"dbt step on {project.worker_identity()}")
-    yield from dbt.cli(["build"], context=context).stream()
+    # dagster-dbt runs the executable with this process's environment: the one `meltano invoke` would give.
+    os.environ.update(project.dbt_env())
+    events = 0
+    for event in dbt.cli(["build"], context=context).stream():
+        events += 1
+        yield event
+    if not events:
+        # dagster-dbt reads dbt's JSON log on stdout; an executable that logs elsewhere would pass silently.
+        raise dg.Failure(description=f"{project.dbt_executable()} wrote no dbt events on stdout")
 
 
 def dbt_resource() -> DbtCliResource:
-    os.environ.update(project.dbt_env())
     return DbtCliResource(
         project_dir=str(project.dbt_project_dir()),
         profiles_dir=project.dbt_env()["DBT_PROFILES_DIR"],

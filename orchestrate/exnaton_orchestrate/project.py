@@ -111,6 +111,10 @@ def dbt_env() -> dict[str, str]:
                 value = str(value).lower()
             env[setting["env"]] = os.path.expandvars(str(value).replace("$MELTANO_PROJECT_ROOT", str(PROJECT_ROOT)))
     env.update({k: str(v) for k, v in plugin.get("env", {}).items()})
+    # Meltano runs a plugin with its virtualenv first on PATH: meltano-dbt-ext's invoker finds `dbt` there.
+    venv = dbt_executable().parent.parent
+    env["VIRTUAL_ENV"] = str(venv)
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
     return env
 
 
