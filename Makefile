@@ -9,6 +9,7 @@ WITH_DB := $(BIN)/python -m tools.db exec --
 API_PORT ?= 5000
 MIRROR_PORT ?= 8000
 DAGSTER_PORT ?= 3000
+DAGSTER_WORKERS ?= 2
 ORCHESTRATOR_STAMP := .meltano/utilities/dagster/.install-stamp
 # The utility's executable, started directly (not by `meltano invoke`, which would prefix every log line).
 ORCHESTRATOR := .meltano/utilities/dagster/venv/bin/exnaton-orchestrate
@@ -56,9 +57,9 @@ el: install
 transform: install
 	$(WITH_DB) $(BIN)/meltano run dbt
 
-## orchestrate: Dagster on 127.0.0.1:$(DAGSTER_PORT) (webserver + daemon) with two Celery workers (local Redis)
+## orchestrate: Dagster on 127.0.0.1:$(DAGSTER_PORT) (webserver + daemon) with $(DAGSTER_WORKERS) Celery workers (local Redis)
 orchestrate: orchestrate-install
-	$(WITH_DB) $(ORCHESTRATOR) --port $(DAGSTER_PORT)
+	$(WITH_DB) $(ORCHESTRATOR) --port $(DAGSTER_PORT) --workers $(DAGSTER_WORKERS)
 
 ## orchestrate-install: the orchestrator's virtualenv (locks/dagster.txt) and the dbt manifest its assets read
 orchestrate-install: $(ORCHESTRATOR_STAMP) $(MANIFEST)

@@ -170,5 +170,7 @@ def orchestrator_installed() -> Path:
         timeout=900,
         check=False,
     )
-    assert result.returncode == 0, f"make orchestrate-install failed\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (
+        f"make orchestrate-install failed\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return PROJECT_ROOT / ".meltano" / "utilities" / "dagster" / "venv"

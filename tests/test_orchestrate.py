@@ -23,7 +23,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.browser import NoBrowser, chrome, foreign, requested_urls
 from tests.conftest import FAST_RETRIES
-from tests.faulty_source import FaultySource, raw_readings, source_readings, status
+from tests.faulty_source import FaultySource, raw_readings, slow, source_readings, status
 from tests.pipeline import (
     FOREIGN_PREFIXES,
     PROJECT_ROOT,
@@ -44,6 +44,10 @@ DAYS = 2
 # times): that run fails, Dagster's retry of the step loads it.
 FAILING = METERS[3]
 FAILING_TRIES = int(FAST_RETRIES["TAP_EXNATON_MAX_RETRIES"]) + 1
+# The other meters answer slowly, so that every shard is still loading when the next ones start: the four
+# want to run at once. Three workers could run three: what holds them at two is the pool.
+SLOW_S = 6
+WORKERS = 3
 SHARDS_KEY = ["raw", "meter_shards"]
 LOCATION = "exnaton_orchestrate.definitions"
 RUN_TIMEOUT = 600
@@ -60,14 +64,18 @@ class Dagster:
         self.url = url
 
     def query(self, document: str, **variables) -> dict:
-        response = requests.post(f"{self.url}/graphql", json={"query": document, "variables": variables}, timeout=60)
+        response = requests.post(
+            f"{self.url}/graphql", json={"query": document, "variables": variables}, timeout=60
+        )
         response.raise_for_status()
         body = response.json()
         assert "errors" not in body, body["errors"]
         return body["data"]
 
     def repository(self) -> dict:
-        data = self.query("{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }")
+        data = self.query(
+            "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }"
+        )
         (repo,) = data["repositoriesOrError"]["nodes"]
         return {"repositoryName": repo["name"], "repositoryLocationName": repo["location"]["name"]}
 
@@ -80,6 +88,23 @@ class Dagster:
         data = self.query(RUNS, filter=filter_)
         return data["runsOrError"]["results"]
 
+    def launch(self, job: str) -> dict:
+        """Launch ``job`` as the UI's Materialize button does; its run once finished."""
+        data = self.query(
+            """
+            mutation ($params: ExecutionParams!) {
+              launchRun(executionParams: $params) {
+                __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+              }
+            }
+            """,
+            params={"selector": {**self.repository(), "jobName": job}, "runConfigData": {}},
+        )
+        launched = data["launchRun"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        (run,) = self.wait_for_runs(count=1, run_ids=[launched["run"]["runId"]])
+        return run
+
     def wait_for_runs(self, *, count: int, timeout: float = RUN_TIMEOUT, **filters) -> list[dict]:
         deadline = time.monotonic() + timeout
         while True:
@@ -87,7 +112,9 @@ class Dagster:
             if len(runs) >= count and all(run["status"] in FINISHED for run in runs):
                 return runs
             if time.monotonic() > deadline:
-                raise AssertionError(f"runs not finished after {timeout} s: {[(r['runId'], r['status']) for r in runs]}")
+                raise AssertionError(
+                    f"runs not finished after {timeout} s: {[(r['runId'], r['status']) for r in runs]}"
+                )
             time.sleep(1)
 
 
@@ -110,10 +137,16 @@ query ($filter: RunsFilter) {
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     directory = write_exports(
-        tmp_path_factory.mktemp("orchestrate-source"), METERS, day_start("2023-03-01"), day_start(f"2023-03-0{1 + DAYS}")
+        tmp_path_factory.mktemp("orchestrate-source"),
+        METERS,
+        day_start("2023-03-01"),
+        day_start(f"2023-03-0{1 + DAYS}"),
     )
     with FaultySource(directory) as server:
         server.on(FAILING.muid, *[status(503)] * FAILING_TRIES)
+        for meter in METERS:
+            if meter is not FAILING:
+                server.on(meter.muid, then=slow(SLOW_S))
         yield server
 
 
@@ -133,6 +166,8 @@ def orchestrator(orchestrator_installed, source, tmp_path_factory):
             "TAP_EXNATON_BASE_URL": source.base_url,
             "TAP_EXNATON_METERS": meters_setting(METERS),
             "TAP_EXNATON_START_DATE": "2023-01-01",
+            "TAP_EXNATON_REQUEST_TIMEOUT": str(10 * SLOW_S),
+            "DAGSTER_WORKERS": str(WORKERS),
             "DAGSTER_HOME": str(workdir / "dagster-home"),
             "DAGSTER_PORT": str(port),
             # A Redis database of its own: no other orchestrator's worker takes this one's steps.
@@ -275,20 +310,39 @@ def test_at_most_two_shards_load_at_once(backfill):
     assert most == LOAD_LIMIT, intervals  # the limit held, and it was reached: loads did run side by side
 
 
-def test_steps_ran_on_two_celery_workers(orchestrator, backfill):
-    workers = {metadata(m)["worker"] for m in materializations(orchestrator, SHARDS_KEY)}
-    # A step runs in a worker's pool process, whose command line is its worker's (`celery ... -n exnaton-N`).
-    names = set()
-    for worker in workers:
-        pid = int(worker.rsplit(":", 1)[1])
+def test_steps_ran_on_separate_celery_workers(orchestrator, backfill):
+    """Every step ran in a pool process of a Celery worker (`celery ... -n exnaton-N`, one step at a time each),
+    and steps that overlapped ran on different workers: two at once on two workers, through the broker."""
+    worker_of = {}
+    for materialization in materializations(orchestrator, SHARDS_KEY):
+        pid = int(metadata(materialization)["worker"].rsplit(":", 1)[1])
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        assert b"celery" in command[1], command
-        names.add(command[command.index(b"-n") + 1].decode().split("@")[0])
-    assert names == {"exnaton-1", "exnaton-2"}, workers
+        assert b"celery" in command[1] and b"worker" in command, command
+        worker_of[materialization["runId"]] = command[command.index(b"-n") + 1].decode().split("@")[0]
+    assert set(worker_of.values()) <= {f"exnaton-{n}" for n in range(1, WORKERS + 1)}
+    assert len(set(worker_of.values())) >= 2, worker_of
+    successes = {
+        run["runId"]: (step["attempts"][-1]["startTime"], step["attempts"][-1]["endTime"])
+        for run in backfill
+        for step in run["stepStats"]
+    }
+    overlapping = [
+        (a, b)
+        for a in successes
+        for b in successes
+        if a < b and successes[a][0] < successes[b][1] and successes[b][0] < successes[a][1]
+    ]
+    assert overlapping, successes
+    assert all(worker_of[a] != worker_of[b] for a, b in overlapping), (worker_of, successes)
 
 
 def test_failed_shard_is_retried_and_loses_or_duplicates_nothing(orchestrator, backfill, source):
-    (failed,) = [run for run in backfill if dict((t["key"], t["value"]) for t in run["tags"])["dagster/partition"] == str(shard_of(FAILING.muid))]
+    (failed,) = [
+        run
+        for run in backfill
+        if dict((t["key"], t["value"]) for t in run["tags"])["dagster/partition"]
+        == str(shard_of(FAILING.muid))
+    ]
     (step,) = failed["stepStats"]
     assert len(step["attempts"]) == 2, step  # failed once, succeeded on the retry
     assert len(source.seen(FAILING.muid)) == FAILING_TRIES + 1
@@ -300,25 +354,29 @@ def test_failed_shard_is_retried_and_loses_or_duplicates_nothing(orchestrator, b
 
 
 def test_dbt_assets_build_complete_marts_after_the_shards(orchestrator, backfill):
-    repository = orchestrator.repository()
-    data = orchestrator.query(
-        """
-        mutation ($params: ExecutionParams!) {
-          launchRun(executionParams: $params) {
-            __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
-          }
-        }
-        """,
-        params={"selector": {**repository, "jobName": "dbt"}, "runConfigData": {}},
-    )
-    launched = data["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    (run,) = orchestrator.wait_for_runs(count=1, run_ids=[launched["run"]["runId"]])
+    run = orchestrator.launch("dbt")
     assert run["status"] == "SUCCESS", orchestrator.log.read_text()[-5000:]
-    loaded = dict(_reader(orchestrator).query("select muid, count(*) from marts.fct_readings group by muid"))
-    assert loaded == {meter.muid: DAYS * 96 for meter in METERS}
-    dbt_assets = {tuple(m["path"]) for m in _materialized_keys(orchestrator, run["runId"])}
+    assert _marts_per_meter(orchestrator) == {meter.muid: DAYS * 96 for meter in METERS}
+    dbt_assets = {tuple(key["path"]) for key in _materialized_keys(orchestrator, run["runId"])}
     assert ("marts", "fct_readings") in dbt_assets and ("staging", "stg_exnaton__readings") in dbt_assets
+
+
+def test_default_job_is_the_missions_pipeline(orchestrator, backfill):
+    """`exnaton_pipeline`: the mission's `meltano run tap-exnaton target-postgres dbt`. Its state id is a plain
+    run's, not a shard's, so it extracts every meter again: the marts still hold each reading once."""
+    run = orchestrator.launch("exnaton_pipeline")
+    assert run["status"] == "SUCCESS", orchestrator.log.read_text()[-5000:]
+    keys = {tuple(key["path"]) for key in _materialized_keys(orchestrator, run["runId"])}
+    assert {("raw", "muid_1"), ("raw", "muid_2"), ("marts", "fct_readings")} <= keys
+    assert _marts_per_meter(orchestrator) == {meter.muid: DAYS * 96 for meter in METERS}
+    state_ids = {s for (s,) in _reader(orchestrator).query("select state_id from meltano.state")}
+    assert state_ids == {"dev:tap-exnaton-to-target-postgres"} | {
+        f"dev:tap-exnaton-to-target-postgres:shard-{k}" for k in range(SHARDS)
+    }
+
+
+def _marts_per_meter(dagster: Dagster) -> dict[str, int]:
+    return dict(_reader(dagster).query("select muid, count(*) from marts.fct_readings group by muid"))
 
 
 def test_browser_opens_the_asset_graph(orchestrator, backfill):
@@ -330,8 +388,10 @@ def test_browser_opens_the_asset_graph(orchestrator, backfill):
         driver.get(f"{orchestrator.url}/asset-groups")
         # The graph draws a node per asset; the shards' node names its asset.
         WebDriverWait(driver, 60).until(
-            lambda d: d.find_elements(By.XPATH, "//*[contains(text(), 'meter_shards')]")
-            and d.find_elements(By.XPATH, "//*[contains(text(), 'fct_readings')]")
+            lambda d: (
+                d.find_elements(By.XPATH, "//*[contains(text(), 'meter_shards')]")
+                and d.find_elements(By.XPATH, "//*[contains(text(), 'fct_readings')]")
+            )
         )
         assert foreign(requested_urls(driver)) == []
     finally:

@@ -7,6 +7,7 @@ Every load step first makes them under one advisory lock, so shards can start to
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from urllib.parse import quote, urlencode
@@ -34,43 +35,40 @@ def _meltano_tables_exist(cursor) -> bool:
     return cursor.fetchone()[0]
 
 
-def create_schemas(*names: str) -> None:
-    """Create the schemas that are missing, one process at a time."""
+@contextlib.contextmanager
+def prepare_lock():
+    """A cursor holding the preparation's advisory lock: one process at a time creates what is missing."""
     connection = connect()
     connection.autocommit = True
     try:
         with connection.cursor() as cursor:
             cursor.execute("select pg_advisory_lock(%s)", [PREPARE_LOCK])
-            for name in names:
-                if not _schema_exists(cursor, name):
-                    cursor.execute(f'create schema "{name}"')
+            yield cursor
     finally:
-        connection.close()
+        connection.close()  # releases the lock
+
+
+def _create_missing(cursor, schemas: tuple[str, ...]) -> None:
+    for name in schemas:
+        if not _schema_exists(cursor, name):
+            cursor.execute(f'create schema "{name}"')
+
+
+def create_schemas(*names: str) -> None:
+    with prepare_lock() as cursor:
+        _create_missing(cursor, names)
 
 
 def prepare(log) -> None:
     """The raw schema and Meltano's tables, made once, whoever comes first; the others wait a moment."""
     from exnaton_orchestrate.project import PROJECT_ROOT, meltano_executable
 
-    connection = connect()
-    connection.autocommit = True
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("select pg_advisory_lock(%s)", [PREPARE_LOCK])
-            for name in ("raw", MELTANO_SCHEMA):
-                if not _schema_exists(cursor, name):
-                    cursor.execute(f'create schema "{name}"')
-            if not _meltano_tables_exist(cursor):
-                log.info("creating Meltano's system tables (a new database)")
-                subprocess.run(
-                    [meltano_executable(), "state", "list"],
-                    cwd=PROJECT_ROOT,
-                    env=os.environ,
-                    capture_output=True,
-                    check=True,
-                )
-    finally:
-        connection.close()  # releases the advisory lock
+    with prepare_lock() as cursor:
+        _create_missing(cursor, ("raw", MELTANO_SCHEMA))
+        if not _meltano_tables_exist(cursor):
+            log.info("creating Meltano's system tables (a new database)")
+            command = [meltano_executable(), "state", "list"]
+            subprocess.run(command, cwd=PROJECT_ROOT, env=os.environ, capture_output=True, check=True)
 
 
 def dagster_postgres_url(environ: dict[str, str] | None = None) -> str:

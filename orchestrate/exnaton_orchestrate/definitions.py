@@ -10,7 +10,6 @@ Meter shards and the mission's streams as Meltano assets, the dbt models downstr
 - jobs named after meltano.yml's jobs, and meltano.yml's schedules on them.
 """
 
-
 import os
 
 import dagster as dg
@@ -36,7 +35,11 @@ def _meltano_step(context: AssetExecutionContext, args: list[str], env: dict[str
     except project.CommandFailed as exc:
         # The step's error in the UI and the run history: Meltano's last lines name the failed meters.
         raise dg.Failure(description=f"{exc}\n{exc.tail}", allow_retries=True) from None
-    return {"worker": project.worker_identity(), "seconds": round(seconds, 2), "command": "meltano " + " ".join(args)}
+    return {
+        "worker": project.worker_identity(),
+        "seconds": round(seconds, 2),
+        "command": "meltano " + " ".join(args),
+    }
 
 
 @dg.asset(
@@ -136,7 +139,9 @@ def schedules() -> list[dg.ScheduleDefinition]:
     defined = []
     for schedule in project.schedules():
         if schedule.job not in JOBS:
-            raise ValueError(f"meltano.yml: schedule {schedule.name} runs job {schedule.job}, not one of {sorted(JOBS)}")
+            raise ValueError(
+                f"meltano.yml: schedule {schedule.name} runs job {schedule.job}, not one of {sorted(JOBS)}"
+            )
         defined.append(
             dg.ScheduleDefinition(
                 name=schedule.name.replace("-", "_"),

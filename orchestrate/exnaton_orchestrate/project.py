@@ -109,7 +109,9 @@ def dbt_env() -> dict[str, str]:
             value = setting["value"]
             if isinstance(value, bool):
                 value = str(value).lower()
-            env[setting["env"]] = os.path.expandvars(str(value).replace("$MELTANO_PROJECT_ROOT", str(PROJECT_ROOT)))
+            env[setting["env"]] = os.path.expandvars(
+                str(value).replace("$MELTANO_PROJECT_ROOT", str(PROJECT_ROOT))
+            )
     env.update({k: str(v) for k, v in plugin.get("env", {}).items()})
     # Meltano runs a plugin with its virtualenv first on PATH: meltano-dbt-ext's invoker finds `dbt` there.
     venv = dbt_executable().parent.parent

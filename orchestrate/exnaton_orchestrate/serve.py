@@ -11,6 +11,7 @@ subprocesses of their run, and the log says so.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -27,6 +28,10 @@ DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 BIN = Path(sys.executable).parent
 
 
+def say(message: str) -> None:
+    print(f"exnaton-orchestrate: {message}", file=sys.stderr)  # noqa: T201
+
+
 def dagster_home() -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster").resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -38,7 +43,9 @@ def broker_answers(url: str) -> bool:
     parsed = urlparse(url)
     default_port = {"redis": 6379, "amqp": 5672, "pyamqp": 5672}.get(parsed.scheme, 6379)
     try:
-        socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=2).close()
+        socket.create_connection(
+            (parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=2
+        ).close()
     except OSError:
         return False
     return True
@@ -46,7 +53,11 @@ def broker_answers(url: str) -> bool:
 
 def worker_command(home: Path, broker: str, number: int) -> list[str]:
     config = home / "celery.yaml"
-    config.write_text(f"execution:\n  config:\n    broker: '{broker}'\n    backend: '{broker}'\n")
+    # Late acks with a prefetch of one: a busy worker holds no second step back from an idle one.
+    config.write_text(
+        f"execution:\n  config:\n    broker: '{broker}'\n    backend: '{broker}'\n"
+        "    config_source:\n      task_acks_late: true\n      worker_prefetch_multiplier: 1\n"
+    )
     # One step at a time per worker: two workers run two steps at once, like two machines would.
     return [
         str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-y", str(config),
@@ -55,12 +66,14 @@ def worker_command(home: Path, broker: str, number: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--port", type=int, default=int(os.environ.get("DAGSTER_PORT", "3000")))
     parser.add_argument("--workers", type=int, default=2, help="Celery workers to start (0: none)")
     options = parser.parse_args(argv)
     if not os.environ.get("PGDATABASE"):
-        print("exnaton-orchestrate: error: PGDATABASE is not set: start it with `make orchestrate`", file=sys.stderr)  # noqa: T201
+        say("error: PGDATABASE is not set: start it with `make orchestrate`")
         return 2
     home = dagster_home()
     create_schemas(DAGSTER_SCHEMA)
@@ -78,9 +91,18 @@ def main(argv: list[str] | None = None) -> int:
         commands += [worker_command(home, broker, n) for n in range(1, options.workers + 1)]
     else:
         env.pop("EXNATON_CELERY_BROKER", None)
-        print(f"exnaton-orchestrate: no broker at {broker}: steps run in their run's subprocesses", file=sys.stderr)  # noqa: T201
+        say(f"no broker at {broker}: steps run in their run's subprocesses")
     commands.append(
-        [str(BIN / "dagster"), "dev", "-m", "exnaton_orchestrate.definitions", "-h", "127.0.0.1", "-p", str(options.port)]
+        [
+            str(BIN / "dagster"),
+            "dev",
+            "-m",
+            "exnaton_orchestrate.definitions",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(options.port),
+        ]
     )
     return supervise(commands, env)
 
@@ -91,7 +113,9 @@ def supervise(commands: list[list[str]], env: dict[str, str]) -> int:
     Each runs in its own process group: `dagster dev` and the Celery workers have children of their own,
     stopped by SIGINT (what Ctrl-C sends them) to the whole group, and killed if still there after 30 s.
     """
-    children = [subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, start_new_session=True) for command in commands]
+    children = [
+        subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, start_new_session=True) for command in commands
+    ]
 
     def stop(signum, _frame):
         raise SystemExit(128 + signum)
@@ -101,7 +125,7 @@ def supervise(commands: list[list[str]], env: dict[str, str]) -> int:
         pid, status = os.wait()
         ended = next((c for c in children if c.pid == pid), None)
         name = " ".join(Path(a).name for a in ended.args[:3]) if ended else pid
-        print(f"exnaton-orchestrate: {name} ended (status {status}); stopping the others", file=sys.stderr)  # noqa: T201
+        say(f"{name} ended (status {status}); stopping the others")
         return 1
     except (KeyboardInterrupt, SystemExit):
         return 0
@@ -110,18 +134,14 @@ def supervise(commands: list[list[str]], env: dict[str, str]) -> int:
         for child in children:
             _signal_group(child, signal.SIGINT)
         for child in children:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
             _signal_group(child, signal.SIGKILL)
 
 
 def _signal_group(child: subprocess.Popen, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # the group is gone
         os.killpg(child.pid, signum)
-    except ProcessLookupError:
-        pass  # the group is gone
 
 
 if __name__ == "__main__":
