@@ -168,6 +168,7 @@ def orchestrator(orchestrator_installed, source, tmp_path_factory):
             "TAP_EXNATON_START_DATE": "2023-01-01",
             "TAP_EXNATON_REQUEST_TIMEOUT": str(10 * SLOW_S),
             "DAGSTER_WORKERS": str(WORKERS),
+            "EXNATON_SCHEDULES": "stopped",
             "DAGSTER_HOME": str(workdir / "dagster-home"),
             "DAGSTER_PORT": str(port),
             # A Redis database of its own: no other orchestrator's worker takes this one's steps.
@@ -284,7 +285,7 @@ def test_schedules_are_meltano_ymls(orchestrator):
     }
     meltano = yaml.safe_load((PROJECT_ROOT / "meltano.yml").read_text())["schedules"]
     assert schedules == {
-        s["name"].replace("-", "_"): (s["interval"], s["job"].replace("-", "_"), "RUNNING") for s in meltano
+        s["name"].replace("-", "_"): (s["interval"], s["job"].replace("-", "_"), "STOPPED") for s in meltano
     }
 
 
@@ -385,15 +386,20 @@ def test_browser_opens_the_asset_graph(orchestrator, backfill):
     except NoBrowser as exc:
         pytest.fail(str(exc), pytrace=False)
     try:
-        driver.get(f"{orchestrator.url}/asset-groups")
-        # The graph draws a node per asset; the shards' node names its asset.
-        WebDriverWait(driver, 60).until(
-            lambda d: (
-                d.find_elements(By.XPATH, "//*[contains(text(), 'meter_shards')]")
-                and d.find_elements(By.XPATH, "//*[contains(text(), 'fct_readings')]")
+        driver.get(
+            f"{orchestrator.url}/assets/raw/meter_shards?view=lineage&lineageScope=neighbors&lineageDepth=5"
+        )
+        # The graph draws a node per asset, named: the shards and the dbt models downstream of them.
+        WebDriverWait(driver, 90).until(
+            lambda d: all(
+                d.find_elements(By.XPATH, f"//*[contains(text(), '{name}')]")
+                for name in ("meter_shards", "fct_readings", "dim_meters")
             )
         )
         assert foreign(requested_urls(driver)) == []
+    except Exception:
+        driver.save_screenshot(str(orchestrator.log.with_name("asset-graph.png")))  # beside the log
+        raise
     finally:
         driver.quit()
 

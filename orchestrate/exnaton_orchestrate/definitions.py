@@ -88,6 +88,7 @@ class Translator(DagsterDbtTranslator):
         node = manifest["sources"].get(unique_id)
         if node is not None:
             return spec.replace_attributes(key=dg.AssetKey(["raw", node["name"]]))
+        spec = spec.replace_attributes(group_name="transform")
         parents = manifest.get("parent_map", {}).get(unique_id, [])
         if any(parent.startswith("source.") for parent in parents):
             spec = spec.merge_attributes(deps=[SHARDS_KEY])
@@ -135,6 +136,13 @@ SHARDS_JOB = dg.define_asset_job(
 )
 
 
+def schedule_status() -> dg.DefaultScheduleStatus:
+    """Running, as Meltano's schedules under an orchestrator; EXNATON_SCHEDULES=stopped leaves them to be
+    turned on in the UI (the tests do: a tick during a test would start a run of its own)."""
+    stopped = os.environ.get("EXNATON_SCHEDULES", "running") == "stopped"
+    return dg.DefaultScheduleStatus.STOPPED if stopped else dg.DefaultScheduleStatus.RUNNING
+
+
 def schedules() -> list[dg.ScheduleDefinition]:
     defined = []
     for schedule in project.schedules():
@@ -148,7 +156,7 @@ def schedules() -> list[dg.ScheduleDefinition]:
                 cron_schedule=schedule.cron,
                 job=JOBS[schedule.job],
                 execution_timezone="UTC",
-                default_status=dg.DefaultScheduleStatus.RUNNING,
+                default_status=schedule_status(),
                 description=f"meltano.yml schedule {schedule.name}: {schedule.cron}",
             )
         )
