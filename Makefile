@@ -9,14 +9,24 @@ CATALOG_STAMP := $(VENV)/.tap-catalog-stamp
 WITH_DB := $(BIN)/python -m tools.db exec --
 API_PORT ?= 5000
 MIRROR_PORT ?= 8000
+DAGSTER_PORT ?= 3000
+DAGSTER_WORKERS ?= 2
+ORCHESTRATOR_STAMP := .meltano/utilities/dagster/.install-stamp
+# The utility's executable, started directly (not by `meltano invoke`, which would prefix every log line).
+ORCHESTRATOR := .meltano/utilities/dagster/venv/bin/exnaton-orchestrate
+MANIFEST := orchestrate/dbt-target/manifest.json
 
-.PHONY: install lock run el transform api roles psql db-env db-stop test lint format bench mirror docs clean
+.PHONY: install lock run el transform api roles psql db-env db-stop test lint format bench mirror docs clean \
+	orchestrate orchestrate-install
 
 install: $(STAMP) $(CATALOG_STAMP)
 
 # Exact versions: locks/project.txt for .venv, locks/<plugin>.txt for each plugin (its pip_url passes it to uv).
 LOCK := locks/project.txt
-PLUGIN_LOCKS := $(filter-out $(LOCK),$(wildcard locks/*.txt))
+# The orchestrator (utility `dagster`) is not part of the mission's install: `make orchestrate` installs it.
+ORCHESTRATOR_LOCK := locks/dagster.txt
+PLUGIN_LOCKS := $(filter-out $(LOCK) $(ORCHESTRATOR_LOCK),$(wildcard locks/*.txt))
+MISSION_PLUGINS := tap-exnaton target-postgres dbt-postgres
 UV_VERSION = $(shell sed -n 's/^uv==\([^ ;]*\).*/\1/p' $(LOCK))
 
 # uv installs everything; a new .venv gets the uv of the lock from pip first. The plugins are reinstalled from
@@ -27,7 +37,7 @@ $(STAMP): $(LOCK) $(PLUGIN_LOCKS) meltano.yml tap-exnaton/pyproject.toml target-
 	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python $(LOCK)
 	# uv (which meltano installs plugins with) skips bytecode compilation; where PYTHONDONTWRITEBYTECODE is set
 	# (containers, CI) every tap, target and dbt run would then compile its imports again: ~2 s each.
-	UV_COMPILE_BYTECODE=1 $(WITH_DB) $(BIN)/meltano install $(if $(filter $(PLUGIN_LOCKS),$?),--clean)
+	UV_COMPILE_BYTECODE=1 $(WITH_DB) $(BIN)/meltano install $(if $(filter $(PLUGIN_LOCKS),$?),--clean) $(MISSION_PLUGINS)
 	@touch $@
 
 # Meltano caches the tap's catalog (see the pip_url in meltano.yml), keyed on its settings only: a change of
@@ -53,6 +63,22 @@ el: install
 ## transform: dbt build (models + data tests)
 transform: install
 	$(WITH_DB) $(BIN)/meltano run dbt
+
+## orchestrate: Dagster on 127.0.0.1:$(DAGSTER_PORT) (webserver + daemon) with $(DAGSTER_WORKERS) Celery workers (local Redis)
+orchestrate: orchestrate-install
+	$(WITH_DB) $(ORCHESTRATOR) --port $(DAGSTER_PORT) --workers $(DAGSTER_WORKERS)
+
+## orchestrate-install: the orchestrator's virtualenv (locks/dagster.txt) and the dbt manifest its assets read
+orchestrate-install: $(ORCHESTRATOR_STAMP) $(MANIFEST)
+
+$(ORCHESTRATOR_STAMP): $(STAMP) $(ORCHESTRATOR_LOCK) orchestrate/pyproject.toml
+	UV_COMPILE_BYTECODE=1 $(WITH_DB) $(BIN)/meltano install $(if $(filter $(ORCHESTRATOR_LOCK),$?),--clean) dagster
+	@touch $@
+
+# Parsed once here, not when the code location loads: runs loading it in parallel would race (dagster-dbt).
+$(MANIFEST): $(STAMP) $(shell find transform/models transform/macros transform/tests -type f 2>/dev/null) \
+		transform/dbt_project.yml
+	DBT_TARGET_PATH=$(CURDIR)/$(@D) $(WITH_DB) $(BIN)/meltano invoke dbt-postgres parse --quiet
 
 ## api: serve the REST API with gunicorn (Swagger UI at /docs), as the read-only role exnaton_api
 api: install
@@ -97,4 +123,4 @@ bench: install
 	$(BIN)/python -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) .meltano/extractors .meltano/loaders .meltano/utilities transform/target
+	rm -rf $(VENV) .meltano/extractors .meltano/loaders .meltano/utilities transform/target orchestrate/dbt-target

@@ -195,3 +195,25 @@ def run_history(tmp_path_factory):
         pipeline.source = server  # type: ignore[attr-defined]
         yield pipeline
     drop_database(env)
+
+
+@pytest.fixture(scope="session")
+def orchestrator_installed() -> Path:
+    """The orchestrator's virtualenv (utility `dagster`) and dbt manifest: `make install` leaves them out, so the
+    first test that needs them installs them, once (a no-op when they are up to date)."""
+    import subprocess
+
+    from tests.pipeline import PROJECT_ROOT
+
+    result = subprocess.run(
+        ["make", "--no-print-directory", "orchestrate-install"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, (
+        f"make orchestrate-install failed\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
+    return PROJECT_ROOT / ".meltano" / "utilities" / "dagster" / "venv"
