@@ -353,7 +353,7 @@ class Queries:
             return self._from_run_history(self._runs_page(filters, marts_built=False), params)
 
     def _runs_page(self, filters: dict, *, marts_built: bool) -> sql.Composed:
-        marts = sql.Identifier(self.marts)
+        marts = self.marts
         # Readings of the run's meters whose kept copy in the marts was loaded while the run ran.
         readings = sql.SQL(
             """(select count(*) from {marts}.fct_readings as f
