@@ -67,7 +67,7 @@ def test_dbt_assets_run_the_dbt_utilitys_own_executable(loaded):
     )
     assert utility["executable"] == "dbt_invoker_locked"
     assert loaded["dbt_env"]["DBT_PROJECT_DIR"] == str(PROJECT_ROOT / "transform")
-    assert loaded["dbt_env"]["DBT_EXT_SKIP_PRE_INVOKE"] == "true"
+    assert loaded["dbt_env"]["DBT_PROFILES_DIR"] == str(PROJECT_ROOT / "transform")
 
 
 def test_each_shard_has_its_own_state_id_and_run_dir(loaded):
@@ -81,12 +81,12 @@ def test_each_shard_has_its_own_state_id_and_run_dir(loaded):
 
 
 def test_jobs_schedules_and_lineage(loaded):
-    assert {"exnaton_pipeline", "dbt", "meter_shards_job"} <= set(loaded["jobs"])
+    assert {"exnaton_pipeline", "dbt", "dbt_full_test", "meter_shards_job"} <= set(loaded["jobs"])
     meltano = yaml.safe_load((PROJECT_ROOT / "meltano.yml").read_text())["schedules"]
     assert loaded["schedules"] == {
         s["name"].replace("-", "_"): [s["interval"], s["job"].replace("-", "_")] for s in meltano
     }
-    assert loaded["upstream_of_staging"] == ["raw/meter_shards", "raw/muid_1", "raw/muid_2"]
+    assert loaded["upstream_of_staging"] == ["raw/meter_shards", "raw/muid_1", "raw/muid_2", "raw/readings"]
 
 
 def test_dagster_storage_is_the_pg_database_in_its_own_schema(loaded):

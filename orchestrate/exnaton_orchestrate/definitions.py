@@ -23,12 +23,16 @@ SHARDS = dg.StaticPartitionsDefinition([str(k) for k in range(project.SHARD_COUN
 LOAD_POOL = "meltano_load"
 SHARDS_KEY = dg.AssetKey(["raw", "meter_shards"])
 MISSION_STREAMS = ("muid_1", "muid_2")
+# The dbt source of the tap's raw tables (transform/models/staging/exnaton/_exnaton__sources.yml).
+RAW_SOURCE = "exnaton"
 # A shard that fails (a source down, the pipeline lock held by a dbt build) runs again: the tap resumes
 # from the shard's bookmarks, and staging dedups whatever a retry sends twice.
 LOAD_RETRIES = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL)
 
 
-def _meltano_step(context: AssetExecutionContext, args: list[str], env: dict[str, str]) -> dict:
+def _meltano_step(
+    context: AssetExecutionContext | dg.OpExecutionContext, args: list[str], env: dict[str, str]
+) -> dict:
     prepare(context.log)
     try:
         seconds = project.run_meltano(args, env, context.log)
@@ -87,12 +91,25 @@ class Translator(DagsterDbtTranslator):
         spec = super().get_asset_spec(manifest, unique_id, project_)
         node = manifest["sources"].get(unique_id)
         if node is not None:
-            return spec.replace_attributes(key=dg.AssetKey(["raw", node["name"]]))
+            # The tap's tables are raw/<table>; another source (Meltano's state) keeps its source's name.
+            prefix = "raw" if node["source_name"] == RAW_SOURCE else node["source_name"]
+            return spec.replace_attributes(key=dg.AssetKey([prefix, node["name"]]))
         spec = spec.replace_attributes(group_name="transform")
-        parents = manifest.get("parent_map", {}).get(unique_id, [])
-        if any(parent.startswith("source.") for parent in parents):
+        if _reads_raw(manifest, unique_id):
             spec = spec.merge_attributes(deps=[SHARDS_KEY])
         return spec
+
+
+def _reads_raw(manifest: dict, unique_id: str) -> bool:
+    """Whether a model reads a raw source, itself or through ephemeral models (which are no assets: the
+    staging model reads raw through its per-layout ephemeral models)."""
+    for parent in manifest.get("parent_map", {}).get(unique_id, []):
+        if parent.startswith("source.") and manifest["sources"][parent]["source_name"] == RAW_SOURCE:
+            return True
+        node = manifest["nodes"].get(parent, {})
+        if node.get("config", {}).get("materialized") == "ephemeral" and _reads_raw(manifest, parent):
+            return True
+    return False
 
 
 @dbt_assets(manifest=project.MANIFEST, dagster_dbt_translator=Translator())
@@ -128,6 +145,22 @@ JOBS = {
         "dbt", selection=dg.AssetSelection.assets(dbt_models), description="meltano run dbt: every model."
     ),
 }
+
+
+@dg.op(description="meltano run dbt-full-test: every data test over every row (the dbt utility's test-all).")
+def dbt_full_test(context: dg.OpExecutionContext) -> None:
+    _meltano_step(
+        context, ["run", "dbt-full-test"], {"MELTANO_SYS_DIR_ROOT": str(project.run_dir("dbt-full-test"))}
+    )
+
+
+@dg.job(name="dbt_full_test", description="meltano run dbt-full-test: the data tests over every row.")
+def dbt_full_test_job():
+    dbt_full_test()
+
+
+# Tests only: no asset is materialized, so the job is an op job, through the same Meltano command.
+JOBS["dbt-full-test"] = dbt_full_test_job
 SHARDS_JOB = dg.define_asset_job(
     "meter_shards_job",
     selection=dg.AssetSelection.assets(meter_shards),
