@@ -113,7 +113,7 @@ def dbt_env() -> dict[str, str]:
                 str(value).replace("$MELTANO_PROJECT_ROOT", str(PROJECT_ROOT))
             )
     env.update({k: str(v) for k, v in plugin.get("env", {}).items()})
-    # Meltano runs a plugin with its virtualenv first on PATH: meltano-dbt-ext's invoker finds `dbt` there.
+    # As Meltano runs a plugin: its virtualenv first on PATH (dbt's own subprocesses, if any, are that venv's).
     venv = dbt_executable().parent.parent
     env["VIRTUAL_ENV"] = str(venv)
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
