@@ -23,6 +23,7 @@ import dagster as dg
 from exnaton_orchestrate import database, project
 from exnaton_orchestrate.definitions import SHARDS, defs, dbt_resource
 
+dg.Definitions.validate_loadable(defs)  # what the code server does: duplicate names fail here
 repository = defs.get_repository_def()
 graph = repository.asset_graph
 print(json.dumps({

@@ -148,7 +148,7 @@ JOBS = {
 
 
 @dg.op(description="meltano run dbt-full-test: every data test over every row (the dbt utility's test-all).")
-def dbt_full_test(context: dg.OpExecutionContext) -> None:
+def run_dbt_full_test(context: dg.OpExecutionContext) -> None:
     _meltano_step(
         context, ["run", "dbt-full-test"], {"MELTANO_SYS_DIR_ROOT": str(project.run_dir("dbt-full-test"))}
     )
@@ -156,7 +156,7 @@ def dbt_full_test(context: dg.OpExecutionContext) -> None:
 
 @dg.job(name="dbt_full_test", description="meltano run dbt-full-test: the data tests over every row.")
 def dbt_full_test_job():
-    dbt_full_test()
+    run_dbt_full_test()
 
 
 # Tests only: no asset is materialized, so the job is an op job, through the same Meltano command.
