@@ -1,7 +1,7 @@
 {#- The one incremental window of the models that aggregate newer rows into buckets (hours, days):
 
         {%- set window = incremental_window(ref('fct_readings'), 'reading_at',
-                                            bucket_start=local_hour_start, bucket_end=local_hour_end) %}
+                                            bucket_start=utc_hour_start, bucket_end=utc_hour_end) %}
         select ... from {{ ref('fct_readings') }}
         where {{ window.where }}
         group by ...
@@ -14,7 +14,8 @@
     where      a predicate on `column`: the rows of every bucket holding a new row ('true' on a full build,
                'false' when nothing is new). `bucket_start(instant)` / `bucket_end(instant)` are macros giving
                the start of the bucket holding an instant and the end of it (the start of the next one); left
-               out, the window is the span itself.
+               out, the window is the span itself. macros/local_time.sql has the pairs the marts pass:
+               utc_hour_start / utc_hour_end, local_day_start_of / local_day_end_of.
     having     `max(loaded_at) > watermark`: of those buckets, the ones that received a row since the last run
                ('true' on a full build)
 

@@ -23,6 +23,22 @@
     {{ local_bucket_fn('local_bucket_start') }}({{ instant }}, 'hour', 'UTC')
 {%- endmacro %}
 
+{#- The end of the UTC-aligned hour holding an instant (the start of the next one): with utc_hour_start, the
+    bucket bounds fct_energy_hourly gives incremental_window. -#}
+{% macro utc_hour_end(instant) -%}
+    {{ utc_hour_start(instant) }} + interval '1 hour'
+{%- endmacro %}
+
+{#- The instants at which the local day holding an instant begins and ends (the next day begins): the bucket
+    bounds the daily marts give incremental_window. -#}
+{% macro local_day_start_of(instant) -%}
+    {{ local_day_start(local_day(instant)) }}
+{%- endmacro %}
+
+{% macro local_day_end_of(instant) -%}
+    {{ local_day_start(local_day(instant) ~ ' + 1') }}
+{%- endmacro %}
+
 {#- The number of 15-minute intervals in a local day: 96, or 92/100 on DST days. -#}
 {% macro expected_intervals(day) -%}
     {{ local_bucket_fn('expected_intervals') }}({{ local_day_start(day) }}, {{ local_day_start('(' ~ day ~ ') + 1') }})

@@ -13,24 +13,16 @@
     indexes=[{'columns': ['loaded_at']}],
 ) }}
 
-{%- if is_incremental() %}
-    {%- set watermark = loaded_watermark() %}
-    {%- set span = new_readings_span(ref('fct_energy_hourly'), watermark, column='hour_start') %}
-{%- endif %}
+{%- set window = incremental_window(ref('fct_energy_hourly'), 'hour_start',
+                                    bucket_start=local_day_start_of, bucket_end=local_day_end_of) %}
 
 with
 
 hours as (
     select *, {{ local_day('hour_start') }} as day
     from {{ ref('fct_energy_hourly') }}
-    {%- if is_incremental() %}
-    {%- if span %}
-    where hour_start >= {{ local_day_start(local_day(span.first)) }}
-      and hour_start < {{ local_day_start(local_day(span.last) ~ ' + 1') }}
-    {%- else %}
-    where false
-    {%- endif %}
-    {%- endif %}
+    -- Incremental: the local days holding a newly loaded hour.
+    where {{ window.where }}
 )
 
 select
@@ -42,7 +34,5 @@ select
     max(loaded_at) as loaded_at
 from hours
 group by muid, obis_code, day
-{%- if is_incremental() %}
--- Within the span, only the days that received a reading since the last run.
-having max(loaded_at) > {{ watermark }}
-{%- endif %}
+-- Incremental: within the span, only the days that received a reading since the last run.
+having {{ window.having }}

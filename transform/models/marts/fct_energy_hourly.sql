@@ -12,24 +12,16 @@
     indexes=[{'columns': ['loaded_at']}],
 ) }}
 
-{%- if is_incremental() %}
-    {%- set watermark = loaded_watermark() %}
-    {%- set span = new_readings_span(ref('fct_readings'), watermark) %}
-{%- endif %}
+{%- set window = incremental_window(ref('fct_readings'), 'reading_at',
+                                    bucket_start=utc_hour_start, bucket_end=utc_hour_end) %}
 
 with
 
 readings as (
     select *, {{ utc_hour_start('reading_at') }} as hour_start
     from {{ ref('fct_readings') }}
-    {%- if is_incremental() %}
-    {%- if span %}
-    where reading_at >= {{ utc_hour_start(span.first) }}
-      and reading_at < {{ utc_hour_start(span.last) }} + interval '1 hour'
-    {%- else %}
-    where false
-    {%- endif %}
-    {%- endif %}
+    -- Incremental: the hours holding a newly loaded reading.
+    where {{ window.where }}
 )
 
 select
@@ -41,7 +33,5 @@ select
     max(loaded_at) as loaded_at
 from readings
 group by muid, obis_code, hour_start
-{%- if is_incremental() %}
--- Within the span, only the hours that received a reading since the last run.
-having max(loaded_at) > {{ watermark }}
-{%- endif %}
+-- Incremental: within the span, only the hours that received a reading since the last run.
+having {{ window.having }}

@@ -15,25 +15,16 @@
     indexes=[{'columns': ['loaded_at']}],
 ) }}
 
-{%- if is_incremental() %}
-    {%- set watermark = loaded_watermark() %}
-    {%- set span = new_readings_span(ref('stg_exnaton__readings'), watermark) %}
-{%- endif %}
+{%- set window = incremental_window(ref('stg_exnaton__readings'), 'reading_at',
+                                    bucket_start=local_day_start_of, bucket_end=local_day_end_of) %}
 
 with
 
 readings as (
     select *, {{ local_day('reading_at') }} as day
     from {{ ref('stg_exnaton__readings') }}
-    {%- if is_incremental() %}
-    {%- if span %}
-    -- Only days with a new reading are recomputed, and all their readings lie in this span.
-    where reading_at >= {{ local_day_start(local_day(span.first)) }}
-      and reading_at < {{ local_day_start(local_day(span.last) ~ ' + 1') }}
-    {%- else %}
-    where false
-    {%- endif %}
-    {%- endif %}
+    -- Incremental: only days with a new reading are recomputed, and all their readings lie in this window.
+    where {{ window.where }}
 ),
 
 received as (
@@ -50,7 +41,7 @@ received as (
 
 {% if is_incremental() %}
 touched_days as (
-    select muid, obis_code, day from received where loaded_at > {{ watermark }}
+    select muid, obis_code, day from received where loaded_at > {{ window.watermark }}
 ),
 
 built_days as (
