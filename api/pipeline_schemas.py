@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from api.schemas import EXAMPLE_MUID, PRINTABLE, Moment
+from api.schemas import EXAMPLE_MUID, PRINTABLE, FormatArgs, Moment
 
 RUN_STATES = ["success", "failed", "running"]
 
 
-class RunsArgs(Schema):
+class RunsArgs(FormatArgs):
     state = fields.String(
         validate=validate.OneOf(RUN_STATES),
         metadata={"description": "Only runs in this state", "example": "failed"},
@@ -26,10 +26,6 @@ class RunsArgs(Schema):
             "description": "Only runs of this pipeline (Meltano's state id)",
             "example": "dev:tap-exnaton-to-target-postgres",
         },
-    )
-    format = fields.String(
-        validate=validate.OneOf(["json", "csv"]),
-        metadata={"description": "Response format; `Accept: text/csv` works too", "example": "json"},
     )
 
 

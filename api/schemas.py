@@ -75,13 +75,18 @@ def _check_order(data: dict, start_key: str = "start", end_key: str = "end") -> 
         raise ValidationError(f"'{start_key}' must be before '{end_key}'.", end_key)
 
 
-class RangeArgs(Schema):
-    start = Moment(metadata={"description": "First instant (inclusive), ISO 8601", "example": "2023-02-01"})
-    end = Moment(metadata={"description": "Last instant (exclusive), ISO 8601", "example": "2023-03-01"})
+class FormatArgs(Schema):
+    """The `format` parameter of every endpoint that answers in CSV too."""
+
     format = fields.String(
         validate=validate.OneOf(["json", "csv"]),
         metadata={"description": "Response format; `Accept: text/csv` works too", "example": "json"},
     )
+
+
+class RangeArgs(FormatArgs):
+    start = Moment(metadata={"description": "First instant (inclusive), ISO 8601", "example": "2023-02-01"})
+    end = Moment(metadata={"description": "Last instant (exclusive), ISO 8601", "example": "2023-03-01"})
 
     @validates_schema
     def start_before_end(self, data, **kwargs):
