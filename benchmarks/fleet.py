@@ -99,17 +99,25 @@ def step_quarter(bench, pg: dict[str, str], mirror: Mirror) -> None:
     pipeline = fleet_pipeline(bench, pg, "", "quarter", meters, **settings)
     loaded_until = START + DAY
     write_exports(directory, meters, START, loaded_until)
-    with Mirror(directory) as source:
+    with Mirror(directory).index_measurements() as source:
         first = _run_until(pipeline, source.base_url, loaded_until)
     bench.record(f"quarter-hourly, first load: {len(meters):,} meters × 1 day", [first], len(meters) * 96)
     for label, delay in ((QUARTER, 0.0), (QUARTER_DELAYED, 0.05)):
         _append_one_reading(directory, meters, loaded_until)
         loaded_until += INTERVAL
-        with Mirror(directory, delay=delay) as source:
+        watermark = batched_watermark(pg)
+        with Mirror(directory, delay=delay).index_measurements() as source:
             run = _run_until(pipeline, source.base_url, loaded_until)
         expected = len(meters) * int((loaded_until - START) / INTERVAL)
         check_count(pg, label, "select count(*) from marts.fct_readings", expected)
-        bench.record(f"{label} {len(meters):,} meters", [run], len(meters))
+        name = f"{label} {len(meters):,} meters"
+        bench.record(name, [run], len(meters))
+        rows, readings = written_since(pg, watermark)
+        bench.results[name] |= {
+            "raw_rows_written": rows,
+            "raw_readings_written": readings,
+            "new_readings": len(meters),
+        }
 
 
 def _run_until(pipeline: Pipeline, base_url: str, end: object) -> Measured:
@@ -144,3 +152,20 @@ def step_slope(bench, pg: dict[str, str], mirror: Mirror) -> None:
         "ms_per_meter": round(1000 * (walls[large] - walls[small]) / (large - small), 2),
         "walls_s": {str(size): round(wall, 2) for size, wall in walls.items()},
     }
+
+
+def batched_watermark(pg: dict[str, str]) -> str:
+    from benchmarks.run import count
+
+    try:
+        return str(count(pg, "select extract(epoch from max(_sdc_batched_at)) * 1e6 from raw.readings") or 0)
+    except Exception:  # no table before the first load
+        return "0"
+
+
+def written_since(pg: dict[str, str], watermark: str) -> tuple[int, int]:
+    """Raw rows batched after ``watermark``, and the readings they hold."""
+    from benchmarks.run import count
+
+    where = f"from raw.readings where extract(epoch from _sdc_batched_at) * 1e6 > {watermark}"
+    return count(pg, f"select count(*) {where}"), count(pg, f"select coalesce(sum(reading_count), 0) {where}")

@@ -6,7 +6,7 @@ import statistics
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psutil
 
@@ -19,6 +19,14 @@ class Measured:
     peak_rss_mb: dict[str, float]  # per process name, the largest seen
     returncode: int
     output: str
+    # per process name, seconds after the start when it was first and last seen (sampled)
+    seen_s: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # per process name, CPU seconds (user + system) at its last sample: where a run's time went
+    cpu_s: dict[str, float] = field(default_factory=dict)
+
+    def ended_s(self, process: str) -> float | None:
+        """When ``process`` was last seen, e.g. the loader's exit: the end of extract+load."""
+        return self.seen_s[process][1] if process in self.seen_s else None
 
 
 def run_measured(
@@ -28,6 +36,8 @@ def run_measured(
     started = time.monotonic()
     process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     peaks: dict[str, float] = {}
+    seen: dict[str, tuple[float, float]] = {}
+    cpu: dict[int, tuple[str, float]] = {}
     root = psutil.Process(process.pid)
     output_chunks: list[bytes] = []
     reader = threading.Thread(target=lambda: output_chunks.append(process.stdout.read()), daemon=True)
@@ -36,15 +46,26 @@ def run_measured(
         if time.monotonic() - started > timeout:
             process.kill()
             break
-        _sample(root, peaks)
+        _sample(root, peaks, seen, cpu, time.monotonic() - started)
         time.sleep(SAMPLE_SECONDS)
     reader.join()
     return Measured(
-        time.monotonic() - started, peaks, process.wait(), b"".join(output_chunks).decode(errors="replace")
+        time.monotonic() - started,
+        peaks,
+        process.wait(),
+        b"".join(output_chunks).decode(errors="replace"),
+        seen,
+        _cpu_by_name(cpu),
     )
 
 
-def _sample(root: psutil.Process, peaks: dict[str, float]) -> None:
+def _sample(
+    root: psutil.Process,
+    peaks: dict[str, float],
+    seen: dict[str, tuple[float, float]],
+    cpu: dict[int, tuple[str, float]],
+    now: float,
+) -> None:
     try:
         tree = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
@@ -53,9 +74,19 @@ def _sample(root: psutil.Process, peaks: dict[str, float]) -> None:
         try:
             name = _label(proc)
             rss = proc.memory_info().rss / 2**20
+            times = proc.cpu_times()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
         peaks[name] = max(peaks.get(name, 0.0), rss)
+        seen[name] = (seen.get(name, (now, now))[0], now)
+        cpu[proc.pid] = (name, times.user + times.system)
+
+
+def _cpu_by_name(cpu: dict[int, tuple[str, float]]) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for name, seconds in cpu.values():
+        totals[name] = totals.get(name, 0.0) + seconds
+    return totals
 
 
 def _label(proc: psutil.Process) -> str:

@@ -13,8 +13,17 @@ import argparse
 import os
 import sys
 
-from benchmarks.fleet import DAY, INTERVAL, START, _append_one_reading, fleet_pipeline, timed
-from benchmarks.run import count, reset_schemas
+from benchmarks.fleet import (
+    DAY,
+    INTERVAL,
+    START,
+    _append_one_reading,
+    batched_watermark,
+    fleet_pipeline,
+    timed,
+    written_since,
+)
+from benchmarks.run import reset_schemas
 from tests.pipeline import create_database, drop_database
 from tools.mirror import Mirror
 from tools.synthetic import synthetic_meters, write_exports
@@ -31,6 +40,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--meters", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=2, help="quarter-hour runs after the first load")
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="e.g. TAP_EXNATON_MAX_CONCURRENT_REQUESTS=4",
+    )
     args = parser.parse_args(argv)
     from benchmarks.run import HERE
 
@@ -41,7 +57,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         reset_schemas(pg)
         pipeline = fleet_pipeline(
-            bench, pg, "", f"quarter-el-{args.meters}", meters, TAP_EXNATON_API_MODE="measurement"
+            bench,
+            pg,
+            "",
+            f"quarter-el-{args.meters}",
+            meters,
+            TAP_EXNATON_API_MODE="measurement",
+            **dict(setting.split("=", 1) for setting in args.setting),
         )
         loaded_until = START + DAY
         write_exports(directory, meters, START, loaded_until)
@@ -52,15 +74,15 @@ def main(argv: list[str] | None = None) -> None:
         for index, (label, until) in enumerate(runs):
             if index:
                 _append_one_reading(directory, meters, until - INTERVAL)
-            watermark = _batched_watermark(pg)
-            with Mirror(directory) as source:
+            watermark = batched_watermark(pg)
+            with Mirror(directory).index_measurements() as source:
                 pipeline.base_url = source.base_url
                 pipeline.settings["TAP_EXNATON_END_DATE"] = until.isoformat()
                 run = timed(pipeline, *EXTRACT_LOAD)
             if run.returncode != 0:
                 print(run.output[-3000:], file=sys.stderr)
                 raise SystemExit(f"{label}: exit {run.returncode}")
-            rows, readings = _written_since(pg, watermark)
+            rows, readings = written_since(pg, watermark)
             print(
                 f"{label}: {args.meters:,} meters, extract+load {run.wall_s:.2f} s, {rows:,} raw rows written "
                 f"holding {readings:,} readings, "
@@ -69,19 +91,6 @@ def main(argv: list[str] | None = None) -> None:
             )
     finally:
         drop_database(pg)
-
-
-def _batched_watermark(pg: dict[str, str]) -> str:
-    try:
-        return str(count(pg, "select extract(epoch from max(_sdc_batched_at)) * 1e6 from raw.readings") or 0)
-    except Exception:  # no table before the first load
-        return "0"
-
-
-def _written_since(pg: dict[str, str], watermark: str) -> tuple[int, int]:
-    """Raw rows (inserted or updated: the loader stamps both) batched after ``watermark``, and their readings."""
-    where = f"from raw.readings where extract(epoch from _sdc_batched_at) * 1e6 > {watermark}"
-    return count(pg, f"select count(*) {where}"), count(pg, f"select coalesce(sum(reading_count), 0) {where}")
 
 
 if __name__ == "__main__":

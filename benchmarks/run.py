@@ -36,6 +36,7 @@ HERE = ROOT / "benchmarks"
 PEER_VENV = HERE / ".venv-peer"
 STEPS = ("physical", "dlt", "el", "whole", "dbt", "api", "fleet", "quarter", "slope")
 START = "2023-01-01"
+LOADER, DBT = "target-postgres-raw", "dbt_invoker_locked"  # process names, as benchmarks.measure labels them
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -101,8 +102,20 @@ class Bench:
             "runs_s": [round(r.wall_s, 2) for r in runs],
             "peak_rss_mb": {k: round(v) for k, v in sorted(peaks.items(), key=lambda kv: -kv[1])[:4]},
             "note": note,
+            **phases(runs),
         }
         print(f"{name}: {wall:.2f} s median, {rows / wall:,.0f} readings/s", file=sys.stderr)
+
+
+def phases(runs: list[Measured]) -> dict[str, float]:
+    """Extract+load = start to the loader's exit (the last batch committed); the dbt phase = the rest of the run."""
+    ends = [run.ended_s(LOADER) for run in runs]
+    if None in ends or not all(DBT in run.seen_s for run in runs):
+        return {"extract_load_s": round(median(ends), 2)} if None not in ends else {}
+    return {
+        "extract_load_s": round(median(ends), 2),
+        "dbt_phase_s": round(median([run.wall_s - end for run, end in zip(runs, ends, strict=True)]), 2),
+    }
 
 
 def count(pg: dict[str, str], query: str) -> int:
