@@ -1,6 +1,14 @@
 {#- One row per meter and OBIS code, built from the small daily mart plus index look-ups for the first and
     last reading, so it stays cheap however many readings there are. The API pages through meters and looks
-    one up on every request by its primary key (muid, obis_code; dim_meters.yml). -#}
+    one up on every request by its primary key (muid, obis_code; dim_meters.yml). Incremental: a run rebuilds
+    the rows of the meters whose days were loaded since the newest load the table holds (all their codes, so
+    last_loaded_at stays the maximum over a meter's codes). -#}
+{{ config(
+    materialized='incremental',
+    unique_key=['muid', 'obis_code'],
+    incremental_strategy=var('incremental_strategy', 'merge'),
+) }}
+
 with
 
 totals as (
@@ -9,7 +17,13 @@ totals as (
         obis_code,
         sum(reading_count)::bigint as reading_count,
         max(loaded_at) as loaded_at
-    from {{ ref('fct_energy_daily') }}
+    from {{ ref('fct_energy_daily') }} as daily
+    {%- if is_incremental() %}
+    where muid in (
+        select muid from {{ ref('fct_energy_daily') }}
+        where loaded_at > {{ loaded_watermark(this, 'last_loaded_at') }}
+    )
+    {%- endif %}
     group by muid, obis_code
 )
 
