@@ -68,6 +68,7 @@ def _lines(payload: dict) -> list[str]:
             f"| {name} | {figure['wall_s']} | {figure.get('extract_load_s', '–')} | "
             f"{figure.get('dbt_phase_s', '–')} | {figure['rows_per_s']:,} | {rss} | {figure['runs_s']} |"
         )
+    lines += _cpu_lines(results)
     lines += ["", "## Targets", "", "| Target | Measured | Verdict |", "|---|---|---|"]
     lines += _targets(results)
     if "api" in results:
@@ -87,6 +88,30 @@ def _lines(payload: dict) -> list[str]:
         "`wrk` (`apt-get install wrk`). Raw figures: `benchmarks/results/*.json`.",
     ]
     return lines
+
+
+def _cpu_lines(results: dict) -> list[str]:
+    """CPU seconds per process of each step: where a run's wall time went on 2 cores. The source server runs in
+    the benchmark's own process and is not counted here."""
+    rows = [
+        f"| {name} | {figure['wall_s']} | "
+        + ", ".join(
+            f"{proc} {seconds}" for proc, seconds in sorted(figure["cpu_s"].items(), key=lambda kv: -kv[1])
+        )
+        + " |"
+        for name, figure in results.items()
+        if figure.get("cpu_s")
+    ]
+    if not rows:
+        return []
+    return [
+        "",
+        "CPU seconds per process (user + system, from the same sampling; the source server is not counted):",
+        "",
+        "| Step | Wall s | CPU s per process |",
+        "|---|---:|---|",
+        *rows,
+    ]
 
 
 def _ratio(results: dict, numerator: str, denominator: str) -> float | None:

@@ -103,6 +103,7 @@ class Bench:
             "peak_rss_mb": {k: round(v) for k, v in sorted(peaks.items(), key=lambda kv: -kv[1])[:4]},
             "note": note,
             **phases(runs),
+            "cpu_s": {proc: round(median([r.cpu_s.get(proc, 0.0) for r in runs]), 2) for proc in peaks},
         }
         print(f"{name}: {wall:.2f} s median, {rows / wall:,.0f} readings/s", file=sys.stderr)
 
