@@ -72,6 +72,8 @@ def _sample(
         return
     for proc in tree:
         try:
+            if not proc.cmdline():
+                continue  # exiting (a zombie has no command line; its short name would count apart)
             name = _label(proc)
             rss = proc.memory_info().rss / 2**20
             times = proc.cpu_times()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 
 from benchmarks.fleet import (
@@ -78,19 +79,28 @@ def main(argv: list[str] | None = None) -> None:
             with Mirror(directory).index_measurements() as source:
                 pipeline.base_url = source.base_url
                 pipeline.settings["TAP_EXNATON_END_DATE"] = until.isoformat()
+                before = _own_cpu_s()
                 run = timed(pipeline, *EXTRACT_LOAD)
+                source_cpu = _own_cpu_s() - before
             if run.returncode != 0:
                 print(run.output[-3000:], file=sys.stderr)
                 raise SystemExit(f"{label}: exit {run.returncode}")
             rows, readings = written_since(pg, watermark)
             print(
                 f"{label}: {args.meters:,} meters, extract+load {run.wall_s:.2f} s, {rows:,} raw rows written "
-                f"holding {readings:,} readings, "
+                f"holding {readings:,} readings, CPU s: "
+                + ", ".join(f"{proc} {seconds:.2f}" for proc, seconds in sorted(run.cpu_s.items()))
+                + f", source server and sampler (this process) {source_cpu:.2f}, "
                 f"load average {os.getloadavg()[0]:.2f}",
                 flush=True,
             )
     finally:
         drop_database(pg)
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":
