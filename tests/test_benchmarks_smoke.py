@@ -39,7 +39,15 @@ def test_harness_measures_and_writes_the_report(tmp_path):
     # The fleet shapes at 20 meters (1 / 2 / 20 for the slope); the fleet backfill needs the peer's venv.
     assert "| quarter-hourly, one new reading per meter, whole run: 20 meters |" in text
     assert "| quarter-hourly, 50 ms added to every source response: 20 meters |" in text
-    assert "Slope ≤ 2 ms of wall time per additional meter" in text
+    assert "Slope ≤ 1.5 ms of wall time per additional meter" in text
+    # Extract+load and the dbt phase apart, from the same run, and where the CPU went.
+    assert "| Quarter-hourly: extract+load ≤ 10 s |" in text
+    assert "| Quarter-hourly: dbt phase ≤ 3 s |" in text
+    assert (
+        "| Quarter-hourly: no more than the new readings written to raw | 20 raw rows holding 20 readings"
+        in text
+    )
+    assert "| Step | Wall s | CPU s per process |" in text
     # The hand-kept log of changes survives; the old figures do not.
     assert "stale figures" not in text
     assert text.rstrip().endswith("## Changes and their effect\n\n| 2026-11-25 | a change | 1.1× |")
@@ -51,3 +59,6 @@ def test_harness_measures_and_writes_the_report(tmp_path):
             assert set(figure["walls_s"]) == {"1", "2", "20"}
         else:
             assert figure["wall_s"] > 0 and figure["rows_per_s"] > 0
+            if name.startswith(("ours: meltano run", "quarter-hourly", "cost per meter")):
+                assert 0 < figure["extract_load_s"] < figure["wall_s"]
+                assert figure["cpu_s"]["tap-exnaton"] > 0
