@@ -448,19 +448,33 @@ def test_keys_are_primary_keys_that_postgresql_enforces(pipeline):
 
 
 def test_build_tests_the_new_readings_and_the_full_test_job_every_row(pipeline):
-    """A build's data tests over fct_readings read the rows loaded since its last build; the periodic job
-    dbt-full-test (and a full refresh) reads them all."""
-    pipeline.meltano(*PIPELINE)
+    """A build's data tests over fct_readings read the rows loaded since its last build and the whole-table
+    tests (tag whole_table) are left out of it; the periodic job dbt-full-test (and a full refresh) reads
+    every row and runs them all."""
+    first = pipeline.meltano(*PIPELINE)
+    assert "assert_no_negative_energy" in first.stdout + first.stderr
+    assert "assert_daily_sums_match_readings" not in first.stdout + first.stderr
     # An old reading off the 15-minute grid (same local hour and day: the whole-table sums still agree).
     pipeline.execute(
         "update marts.fct_readings set reading_at = reading_at + interval '1 minute' "
         "where reading_at = (select min(reading_at) from marts.fct_readings)"
     )
-    build = pipeline.meltano("run", "dbt")  # nothing new loaded: the old row is not read again
+    # A daily row that no longer adds up to its readings and hours: only the whole-table tests see it.
+    pipeline.execute(
+        "update marts.fct_energy_daily set energy_kwh = energy_kwh + 1 "
+        "where (muid, obis_code, day) = (select muid, obis_code, day from marts.fct_energy_daily limit 1)"
+    )
+    build = pipeline.meltano("run", "dbt")  # nothing new loaded: the old rows are not read again
     # An ordinary second run reuses the first one's parse of the project (target/partial_parse.msgpack).
     assert "Unable to do partial parsing" not in build.stdout + build.stderr
     failed = pipeline.meltano("run", "dbt-full-test", check=False)
     assert failed.returncode != 0
-    assert re.search(r"FAIL \d+ assert_reading_at_on_15_minute_boundary", failed.stdout + failed.stderr)
+    log = failed.stdout + failed.stderr
+    for test in (
+        "assert_reading_at_on_15_minute_boundary",
+        "assert_daily_sums_match_readings",
+        "assert_hourly_sums_match_daily",
+    ):
+        assert re.search(rf"FAIL \d+ {test}", log), test
     failed = pipeline.meltano("invoke", "dbt-postgres:full-refresh", check=False)
     assert failed.returncode == 0  # rebuilt from staging: the row is right again

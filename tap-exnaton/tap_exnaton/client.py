@@ -208,6 +208,21 @@ class ExnatonStream(RESTStream[t.Any]):
         session.trust_env = False
         return session
 
+    def build_prepared_request(self, *args: t.Any, **kwargs: t.Any) -> requests.PreparedRequest:
+        """The request with the session's default headers, prepared without ``Session.prepare_request``.
+
+        That merges cookies, auth, hooks and session params into every request (0.26 ms of CPU against
+        0.11 ms for ``Request.prepare``, measured: a second and a half per 10,000 meters); the tap's session
+        has none of them beyond its headers, merged here.
+        """
+        request = requests.Request(*args, **kwargs)
+        request.headers = {
+            **self.requests_session.headers,
+            "User-Agent": self.user_agent,
+            **(request.headers or {}),
+        }
+        return self.authenticator(request.prepare())
+
     @property
     def authenticator(self) -> Callable[[requests.PreparedRequest], requests.PreparedRequest]:
         # The API key travels in http_headers. The SDK's default authenticator adds no parameter, but parses

@@ -1,5 +1,9 @@
 -- Each daily row equals the sum and count of its 15-minute readings in the local day, and no reading's day
 -- is missing from the daily mart.
+-- Whole-table: every day of every meter is read, so an ordinary build leaves it out (tag whole_table,
+-- transform/README.md "Tests"); the full refresh and the job dbt-full-test run it.
+{{ config(tags=['whole_table']) }}
+
 with
 
 from_readings as (

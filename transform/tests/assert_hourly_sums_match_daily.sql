@@ -1,6 +1,10 @@
 -- The local hours of a day add up to that day: same energy, same number of readings. A full build makes the
 -- daily mart from the hourly one; this catches the two drifting apart over incremental runs (each recomputes
 -- its own span), and with assert_daily_sums_match_readings it ties the hours to the readings.
+-- Whole-table: every day of every meter is read, so an ordinary build leaves it out (tag whole_table,
+-- transform/README.md "Tests"); the full refresh and the job dbt-full-test run it.
+{{ config(tags=['whole_table']) }}
+
 with
 
 hours_by_day as (
