@@ -24,6 +24,8 @@ from singer_sdk.pagination import BaseAPIPaginator
 from singer_sdk.streams._state import StreamStateManager
 from singer_sdk.streams.rest import PageContext
 
+from tap_exnaton.transport import StdlibTransport
+
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
@@ -192,20 +194,26 @@ class ExnatonStream(RESTStream[t.Any]):
 
     @cached_property
     def requests_session(self) -> requests.Session:
-        """A connection per request in flight, kept alive between the meters.
+        """One session for the stream's requests, sent by tap_exnaton.transport (a kept-alive connection
+        per thread), or by requests' own adapter when a proxy is configured for the source.
 
         Cached on its own: the SDK's ``_requests_session`` is set to a default session (urllib3 pool of 10)
-        when the stream is made, so with 16 threads connections were dropped and opened again all the time.
+        when the stream is made.
         """
-        pool = max(10, int(self.config.get("max_concurrent_requests", DEFAULT_CONCURRENCY)))
         session = requests.Session()
-        session.mount("http://", HTTPAdapter(pool_maxsize=pool))
-        session.mount("https://", HTTPAdapter(pool_maxsize=pool))
         # requests reads the proxy and CA variables of the environment again on every request (three scans
         # of os.environ: about a third of a request's CPU here). They are read once, for the source's host.
-        session.proxies.update(requests.utils.get_environ_proxies(self.url_base))
+        proxies = requests.utils.get_environ_proxies(self.url_base)
+        session.proxies.update(proxies)
         session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         session.trust_env = False
+        if proxies:
+            pool = max(10, int(self.config.get("max_concurrent_requests", DEFAULT_CONCURRENCY)))
+            transport = HTTPAdapter(pool_maxsize=pool)
+        else:
+            transport = StdlibTransport()
+        session.mount("http://", transport)
+        session.mount("https://", transport)
         return session
 
     def build_prepared_request(self, *args: t.Any, **kwargs: t.Any) -> requests.PreparedRequest:
