@@ -82,6 +82,8 @@ def _lines(payload: dict) -> list[str]:
         "make bench                                   # default: 20 meters × 365 days, 3 runs each",
         ".venv/bin/python -m benchmarks.run --meters 4 --days 30 --repeat 1 --only physical,el",
         ".venv/bin/python -m benchmarks.run --repeat 1 --only fleet,quarter,slope   # the fleet shapes alone",
+        ".venv/bin/python -m benchmarks.quarter_el --meters 10000 --runs 1         # quarter extract+load, CPU per process",
+        ".venv/bin/python -m benchmarks.http_clients --requests 4000               # CPU per request of the HTTP transports",
         "```",
         "",
         "The peer (dlt) gets its own virtualenv in `benchmarks/.venv-peer` on first use. The API step needs",

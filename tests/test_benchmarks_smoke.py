@@ -62,3 +62,17 @@ def test_harness_measures_and_writes_the_report(tmp_path):
             if name.startswith(("ours: meltano run", "quarter-hourly", "cost per meter")):
                 assert 0 < figure["extract_load_s"] < figure["wall_s"]
                 assert figure["cpu_s"]["tap-exnaton"] > 0
+
+
+def test_http_clients_benchmark_measures_every_transport(capsys):
+    from benchmarks import http_clients
+    from tests.test_docs import free_port
+
+    http_clients.main(["--requests", "8", "--port", str(free_port())])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "requests (HTTPAdapter, urllib3)",
+        "tap_exnaton.transport (http.client)",
+        "urllib3 alone (no requests objects)",
+    ]
+    assert all("µs of CPU per request (8 requests)" in line for line in lines)
