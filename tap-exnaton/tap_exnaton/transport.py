@@ -14,6 +14,7 @@ It sends direct connections only: behind a proxy the tap mounts requests' HTTPAd
 from __future__ import annotations
 
 import http.client
+import io
 import os
 import ssl
 import threading
@@ -25,12 +26,21 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import BaseAdapter
+from requests.certs import where as certifi_bundle
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 
-# A kept-alive connection the server has closed in the meantime fails like this on its next request; the
-# request is sent once more on a new connection (a GET, so nothing happens twice).
-STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+# A kept-alive connection the server has closed in the meantime fails like this on its next request (a TLS
+# connection with an EOF); the request is sent once more on a new connection (a GET, so nothing happens twice).
+STALE_CONNECTION_ERRORS = (
+    http.client.RemoteDisconnected,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    BrokenPipeError,
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+)
+RESENDABLE_METHODS = frozenset({"GET", "HEAD"})
 
 
 class StdlibTransport(BaseAdapter):
@@ -43,7 +53,7 @@ class StdlibTransport(BaseAdapter):
     def __init__(self) -> None:
         super().__init__()
         self._local = threading.local()
-        self._opened: list[http.client.HTTPConnection] = []
+        self._opened: set[http.client.HTTPConnection] = set()
         self._opened_lock = threading.Lock()
         self._tls: dict[object, ssl.SSLContext] = {}
 
@@ -57,73 +67,83 @@ class StdlibTransport(BaseAdapter):
         proxies: t.Mapping[str, str] | None = None,
     ) -> requests.Response:
         url = urlsplit(request.url)
+        # One connection per scheme, host and TLS setting: an https URL never goes out on a plain connection.
+        origin = (url.scheme, url.netloc, verify)
         target = f"{url.path or '/'}?{url.query}" if url.query else url.path or "/"
         connect_timeout, read_timeout = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         started = time.monotonic()
         for attempt in (1, 2):
-            connection, reused = self._connection(url.scheme, url.netloc, verify, connect_timeout, request)
-            connection.sock.settimeout(read_timeout)
+            connection, reused = self._connection(origin, connect_timeout, request)
             try:
+                connection.sock.settimeout(read_timeout)
                 connection.request(request.method, target, body=request.body, headers=request.headers)
                 answer = connection.getresponse()
                 body = answer.read()
             except STALE_CONNECTION_ERRORS as exc:
-                self._forget(url.netloc)
-                if reused and attempt == 1:
+                self._forget(origin)
+                if reused and attempt == 1 and request.method in RESENDABLE_METHODS:
                     continue
                 raise requests.exceptions.ConnectionError(exc, request=request) from exc
             except TimeoutError as exc:
-                self._forget(url.netloc)
+                self._forget(origin)
                 raise requests.exceptions.ReadTimeout(exc, request=request) from exc
             except (OSError, http.client.HTTPException) as exc:
-                self._forget(url.netloc)
+                self._forget(origin)
                 raise requests.exceptions.ConnectionError(exc, request=request) from exc
+            except BaseException:
+                self._forget(origin)  # half-way through a request: never to be used again
+                raise
             if answer.will_close:
-                self._forget(url.netloc)
-            return _response(request, answer, body, time.monotonic() - started)
+                self._forget(origin)
+            return _response(self, request, answer, body, time.monotonic() - started)
         msg = "unreachable: the second attempt returns or raises"
         raise AssertionError(msg)
 
     def close(self) -> None:
         with self._opened_lock:
-            opened, self._opened = self._opened, []
+            opened, self._opened = self._opened, set()
         for connection in opened:
             connection.close()
 
     def _connection(
-        self, scheme: str, netloc: str, verify: bool | str, timeout: float | None, request: object
+        self, origin: tuple[str, str, bool | str], timeout: float | None, request: object
     ) -> tuple[http.client.HTTPConnection, bool]:
-        """This thread's open connection to ``netloc`` and whether it served a request before."""
+        """This thread's open connection to ``origin`` and whether it served a request before."""
         connections = self._local.__dict__.setdefault("connections", {})
-        connection = connections.get(netloc)
+        connection = connections.get(origin)
         if connection is not None and connection.sock is not None:
             return connection, True
-        if scheme == "https":
-            connection = http.client.HTTPSConnection(
-                netloc, timeout=timeout, context=self._tls_context(verify)
-            )
-        else:
-            connection = http.client.HTTPConnection(netloc, timeout=timeout)
+        scheme, netloc, verify = origin
         try:
+            if scheme == "https":
+                connection = http.client.HTTPSConnection(
+                    netloc, timeout=timeout, context=self._tls_context(verify)
+                )
+            else:
+                connection = http.client.HTTPConnection(netloc, timeout=timeout)
             connection.connect()
         except TimeoutError as exc:
             raise requests.exceptions.ConnectTimeout(exc, request=request) from exc
         except ssl.SSLError as exc:
             raise requests.exceptions.SSLError(exc, request=request) from exc
+        except http.client.InvalidURL as exc:
+            raise requests.exceptions.InvalidURL(exc, request=request) from exc
         except OSError as exc:
             raise requests.exceptions.ConnectionError(exc, request=request) from exc
-        connections[netloc] = connection
+        connections[origin] = connection
         with self._opened_lock:
-            self._opened.append(connection)
+            self._opened.add(connection)
         return connection, False
 
-    def _forget(self, netloc: str) -> None:
-        connection = self._local.__dict__.get("connections", {}).pop(netloc, None)
+    def _forget(self, origin: tuple[str, str, bool | str]) -> None:
+        connection = self._local.__dict__.get("connections", {}).pop(origin, None)
         if connection is not None:
             connection.close()
+            with self._opened_lock:
+                self._opened.discard(connection)
 
     def _tls_context(self, verify: bool | str) -> ssl.SSLContext:
-        """Verification as requests does it: True (the system's CAs), a CA bundle file or folder, False."""
+        """Verification as requests does it: True (certifi's CAs), a CA bundle file or folder, False."""
         context = self._tls.get(verify)
         if context is None:
             if isinstance(verify, str):
@@ -132,7 +152,8 @@ class StdlibTransport(BaseAdapter):
                     cafile=None if folder else verify, capath=verify if folder else None
                 )
             else:
-                context = ssl.create_default_context()
+                # requests' default: certifi's bundle, not the system's store.
+                context = ssl.create_default_context(cafile=certifi_bundle())
                 if verify is False:
                     context.check_hostname = False
                     context.verify_mode = ssl.CERT_NONE
@@ -141,7 +162,11 @@ class StdlibTransport(BaseAdapter):
 
 
 def _response(
-    request: requests.PreparedRequest, answer: http.client.HTTPResponse, body: bytes, seconds: float
+    adapter: BaseAdapter,
+    request: requests.PreparedRequest,
+    answer: http.client.HTTPResponse,
+    body: bytes,
+    seconds: float,
 ) -> requests.Response:
     """A requests Response of a finished exchange, its body read and decoded (gzip, deflate)."""
     headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
@@ -155,22 +180,35 @@ def _response(
     response.request = request
     response.encoding = get_encoding_from_headers(headers)
     response.elapsed = timedelta(seconds=seconds)
+    response.raw = io.BytesIO(body)
+    response.connection = adapter
     # requests keeps a read body in `_content` (what `.content`, `.text` and `.json()` return); pinned by
     # tests/test_transport.py.
     try:
         response._content = _decoded(body, headers.get("Content-Encoding", ""))
     except zlib.error as exc:
         raise requests.exceptions.ContentDecodingError(exc, request=request) from exc
+    response._content_consumed = True
     return response
 
 
 def _decoded(body: bytes, encoding: str) -> bytes:
     encoding = encoding.strip().lower()
+    if not body or encoding not in ("gzip", "deflate"):
+        return body
     if encoding == "gzip":
-        return zlib.decompress(body, 16 + zlib.MAX_WBITS)
-    if encoding == "deflate":
-        try:
-            return zlib.decompress(body)
-        except zlib.error:  # raw deflate, without the zlib header, as some servers send it
-            return zlib.decompress(body, -zlib.MAX_WBITS)
-    return body
+        return _gunzipped(body)
+    try:
+        return zlib.decompress(body)
+    except zlib.error:  # raw deflate, without the zlib header, as some servers send it
+        return zlib.decompress(body, -zlib.MAX_WBITS)
+
+
+def _gunzipped(body: bytes) -> bytes:
+    """Every member of a gzip body, as urllib3 decodes it."""
+    parts = []
+    while body:
+        decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        parts.append(decompressor.decompress(body) + decompressor.flush())
+        body = decompressor.unused_data
+    return b"".join(parts)

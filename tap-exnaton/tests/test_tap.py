@@ -312,6 +312,15 @@ def test_proxy_of_the_environment_is_used(source, run_tap):
     assert source.requests[0][1] == f"http://meters.invalid/challenge/{MUID_1}.json"
 
 
+def test_a_meter_id_in_the_path_is_percent_encoded(source, run_tap):
+    config = file_config(source, meters=[{"stream_name": "odd", "muid": "meter one/ü"}], max_retries=0)
+    run = run_tap(config)
+    assert source.requests[0][1] == "/challenge/meter%20one%2F%C3%BC.json"
+    assert run.returncode != 0  # the source has no such file: one clear line, no traceback
+    assert "HTTP 404" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
 # --- settings and discovery ------------------------------------------------------------------------
 
 

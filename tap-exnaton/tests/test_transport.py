@@ -32,6 +32,7 @@ class Server:
         tls=None,
     ):
         self.connections = 0
+        self.body = body
         self.paths: list[str] = []
         server = self
 
@@ -48,7 +49,7 @@ class Server:
             def do_GET(self) -> None:
                 server.paths.append(self.path)
                 codec = {"gzip": gzip.compress, "deflate": zlib.compress}.get(encoding) if compress else None
-                payload = codec(body) if codec else body
+                payload = codec(server.body) if codec else server.body
                 self.send_response(200)
                 if encoding:
                     self.send_header("Content-Encoding", encoding)
@@ -119,6 +120,20 @@ def test_compressed_bodies_are_decoded(serve, encoding):
     server = serve(json.dumps({"data": list(range(100))}).encode(), encoding=encoding)
     with session() as s:
         assert s.get(server.url, timeout=5).json() == {"data": list(range(100))}
+
+
+def test_a_gzip_body_of_several_members_is_decoded_whole(serve):
+    server = serve(b"", encoding="gzip", compress=False)
+    server.body = gzip.compress(b'{"data": ') + gzip.compress(b"[1, 2]}")
+    with session() as s:
+        assert s.get(server.url, timeout=5).json() == {"data": [1, 2]}
+
+
+def test_an_empty_body_said_to_be_gzip_is_empty(serve):
+    server = serve(b"", encoding="gzip", compress=False)
+    with session() as s:
+        answer = s.get(server.url, timeout=5)
+    assert (answer.status_code, answer.content) == (200, b"")
 
 
 def test_a_refused_connection_is_requests_connection_error():
