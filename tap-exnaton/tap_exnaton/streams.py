@@ -338,10 +338,12 @@ class MeterReadingsStream(ExnatonStream):
                 }
 
     def close(self) -> None:
-        """End the fetch pool (called when the last meter is taken, and by the tap after every sync)."""
+        """End the fetch pool and its connections (when the last meter is taken, and by the tap after every sync)."""
         if self._prefetch is not None:
             self._prefetch.close()
             self._prefetch = None
+            # The kept-alive connections of the fetch threads, which nothing else closes before the exit.
+            self.requests_session.close()
             self.logger.info("%s: %s", self.name, self._progress.summary())
 
     def _meters_fetched_ahead(self) -> Prefetch:

@@ -208,3 +208,12 @@ def test_requests_keeps_a_read_body_in_content_attribute():
     assert response.content == b'{"data": [3]}'
     assert response.text == '{"data": [3]}'
     assert response.json() == {"data": [3]}
+
+
+def test_the_tap_closes_its_connections_before_it_exits(serve, run_tap):
+    records = export_records(MUID_1, IMPORT, FEB_1, 8)
+    server = serve(json.dumps({"data": records}).encode())
+    config = {"base_url": f"{server.url}/challenge", "meters": METERS}
+    run = run_tap(config, env={"PYTHONWARNINGS": "always::ResourceWarning"})
+    assert run.returncode == 0, run.stderr
+    assert "ResourceWarning" not in run.stderr
