@@ -155,6 +155,28 @@ def catalog_reads(database: dict[str, str]) -> int:
     return int(reads)
 
 
+def assert_catalogs_read_once_per_load(database: dict[str, str], tmp_path: Path, stream: list[dict]) -> None:
+    """Loading ``stream`` into a table of its own (``probe``) in 30 batches reads the catalogs no more than in 3.
+
+    Measured up to three times: a session that finds PostgreSQL's relcache init file stale (autovacuum
+    analyzed a catalog in the meantime) reads about 1,500 catalog rows once, whatever it does, and such a
+    session can start inside either load; reads per batch show in every try.
+    """
+    probe = [{**message, "stream": "probe"} if "stream" in message else message for message in stream]
+    assert load(database, tmp_path, probe, batch_size_rows=10).returncode == 0  # creates raw.probe
+    tries = []
+    for _ in range(3):
+        reads = catalog_reads(database)
+        assert load(database, tmp_path, probe, batch_size_rows=10).returncode == 0
+        reads_3_batches, reads = catalog_reads(database) - reads, catalog_reads(database)
+        assert load(database, tmp_path, probe, batch_size_rows=1).returncode == 0
+        reads_30_batches = catalog_reads(database) - reads
+        tries.append((reads_3_batches, reads_30_batches))
+        if reads_30_batches - reads_3_batches < 27:
+            return
+    pytest.fail(f"the catalogs are read per batch ((reads for 3 batches, for 30) in each try: {tries})")
+
+
 def test_each_batch_is_one_copy_appended_to_its_table_with_the_sdc_columns(database, tmp_path):
     stream = [SCHEMA, *(record(i) for i in range(30)), state(30)]
     first = load(database, tmp_path, stream, batch_size_rows=10)
@@ -164,14 +186,9 @@ def test_each_batch_is_one_copy_appended_to_its_table_with_the_sdc_columns(datab
         connection.execute(AUDIT)
 
     # The same records twice more (as a re-run sends them): in 3 batches, then in 30.
-    reads = catalog_reads(database)
     assert load(database, tmp_path, stream, batch_size_rows=10).returncode == 0
-    reads_3_batches, reads = catalog_reads(database) - reads, catalog_reads(database)
     assert load(database, tmp_path, stream, batch_size_rows=1).returncode == 0
-    reads_30_batches = catalog_reads(database) - reads
-    assert reads_30_batches - reads_3_batches < 27, (
-        f"the catalogs are read per batch ({reads_3_batches} reads for 3 batches, {reads_30_batches} for 30)"
-    )
+    assert_catalogs_read_once_per_load(database, tmp_path, stream)
 
     statements = query(database, "select kind, query, xid, row_count from public.audit")
     assert {kind for kind, *_ in statements} == {"INSERT"}, "rows were updated or deleted: a merge"
