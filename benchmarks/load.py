@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.rows import dict_row
@@ -63,7 +64,10 @@ def api_server(pg: dict[str, str]):
 
 
 def wrk(url: str, *, connections: int, seconds: int) -> dict:
-    """Requests/s, p50 and p99 in ms and errors (socket errors plus non-2xx answers)."""
+    """Requests/s, p50 and p99 in ms, errors (socket errors plus non-2xx answers), and the CPU time per
+    request of the API's gunicorn processes and of PostgreSQL's: where a request's time goes."""
+    server = urlsplit(url).netloc  # gunicorn's `--bind` argument
+    before = _cpu_seconds(server)
     out = subprocess.run(
         [
             "wrk",
@@ -80,13 +84,35 @@ def wrk(url: str, *, connections: int, seconds: int) -> dict:
         text=True,
         check=True,
     ).stdout
+    after = _cpu_seconds(server)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     return {
         "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "p50_ms": _latency(out, "50%"),
         "p99_ms": _latency(out, "99%"),
         "errors": _errors(out),
         "connections": connections,
+        "cpu_ms_per_request": {
+            side: round((after[side] - before[side]) / max(requests, 1) * 1000, 3) for side in before
+        },
     }
+
+
+def _cpu_seconds(server: str) -> dict[str, float]:
+    """User + system CPU seconds so far of the gunicorn processes bound to ``server`` (host:port) and of
+    every PostgreSQL process on the machine (the server the API reads does the work; others sit idle)."""
+    import psutil
+
+    seconds = {"api": 0.0, "postgres": 0.0}
+    for process in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        cmdline, times = process.info["cmdline"] or [], process.info["cpu_times"]
+        if times is None:
+            continue
+        if process.info["name"] == "postgres" or (cmdline and cmdline[0].startswith("postgres:")):
+            seconds["postgres"] += times.user + times.system
+        elif server in cmdline and any("gunicorn" in part for part in cmdline[:2]):
+            seconds["api"] += times.user + times.system
+    return seconds
 
 
 def _latency(out: str, percentile: str) -> float:

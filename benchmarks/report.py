@@ -294,8 +294,8 @@ def _api_lines(api: dict) -> list[str]:
     if "skipped" in api:
         return [f"Skipped: {api['skipped']}"]
     lines = [
-        "| Scenario | Connections | Req/s | p50 ms | p99 ms | Errors |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| Scenario | Connections | Req/s | p50 ms | p99 ms | Errors | CPU ms per request: API, PostgreSQL |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for name in (
         "one_day_readings",
@@ -309,9 +309,14 @@ def _api_lines(api: dict) -> list[str]:
         figure = api[name]
         lines.append(
             f"| {name.replace('_', ' ')} | {figure['connections']} | {figure['requests_per_s']:,.0f} | "
-            f"{figure['p50_ms']:.1f} | {figure['p99_ms']:.1f} | {figure['errors']} |"
+            f"{figure['p50_ms']:.1f} | {figure['p99_ms']:.1f} | {figure['errors']} | {_cpu_split(figure)} |"
         )
     lines.append(
-        f"| same month SQL through psycopg (baseline) | 1 | – | {api['month_readings_psycopg_p50_ms']:.1f} | – | – |"
+        f"| same month SQL through psycopg (baseline) | 1 | – | {api['month_readings_psycopg_p50_ms']:.1f} | – | – | – |"
     )
     return lines
+
+
+def _cpu_split(figure: dict) -> str:
+    cpu = figure.get("cpu_ms_per_request")  # absent in results written before it was measured
+    return f"{cpu['api']:.2f}, {cpu['postgres']:.2f}" if cpu else "–"

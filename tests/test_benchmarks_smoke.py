@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -76,3 +77,20 @@ def test_http_clients_benchmark_measures_every_transport(capsys):
         "urllib3 alone (no requests objects)",
     ]
     assert all("µs of CPU per request (8 requests)" in line for line in lines)
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="the API step needs wrk (apt-get install wrk)")
+def test_api_step_splits_the_cpu_of_a_request_between_the_api_and_postgresql(tmp_path):
+    report = tmp_path / "BENCHMARKS.md"
+    report.write_text("## Changes and their effect\n")
+    tiny = ["--meters", "1", "--days", "2", "--repeat", "1", "--api-seconds", "1", "--load-seconds", "0"]
+    run.main([*tiny, "--only", "api", "--output", str(report)])
+    api = json.loads(max((run.HERE / "results").glob("*.json")).read_text())["results"]["api"]
+    for name in ("one_day_readings", "month_readings", "year_daily_energy"):
+        cpu = api[name]["cpu_ms_per_request"]
+        # Both sides do work for every request: a split of zero would mean the processes were not found.
+        assert cpu["api"] > 0 and cpu["postgres"] > 0, (name, cpu)
+    assert (
+        "| Scenario | Connections | Req/s | p50 ms | p99 ms | Errors | CPU ms per request: API, PostgreSQL |"
+        in (report.read_text())
+    )
