@@ -12,6 +12,11 @@ from benchmarks import run
 pytestmark = pytest.mark.e2e
 
 
+def latest_results() -> dict:
+    """The payload `benchmarks.run` wrote last (benchmarks/results/<UTC stamp>.json)."""
+    return json.loads(max((run.HERE / "results").glob("*.json")).read_text())
+
+
 def test_harness_measures_and_writes_the_report(tmp_path):
     report = tmp_path / "BENCHMARKS.md"
     report.write_text("stale figures\n\n## Changes and their effect\n\n| 2026-11-25 | a change | 1.1× |\n")
@@ -52,8 +57,7 @@ def test_harness_measures_and_writes_the_report(tmp_path):
     # The hand-kept log of changes survives; the old figures do not.
     assert "stale figures" not in text
     assert text.rstrip().endswith("## Changes and their effect\n\n| 2026-11-25 | a change | 1.1× |")
-    latest = max((run.HERE / "results").glob("*.json"))
-    payload = json.loads(latest.read_text())
+    payload = latest_results()
     assert payload["size"] == {"meters": 2, "days": 2, "readings": 2 * 2 * 96}
     for name, figure in payload["results"].items():
         if name == "fleet slope":
@@ -85,7 +89,7 @@ def test_api_step_splits_the_cpu_of_a_request_between_the_api_and_postgresql(tmp
     report.write_text("## Changes and their effect\n")
     tiny = ["--meters", "1", "--days", "2", "--repeat", "1", "--api-seconds", "1", "--load-seconds", "0"]
     run.main([*tiny, "--only", "api", "--output", str(report)])
-    api = json.loads(max((run.HERE / "results").glob("*.json")).read_text())["results"]["api"]
+    api = latest_results()["results"]["api"]
     for name in ("one_day_readings", "month_readings", "year_daily_energy"):
         cpu = api[name]["cpu_ms_per_request"]
         # Both sides do work for every request: a split of zero would mean the processes were not found.
