@@ -20,7 +20,10 @@ import requests
 from requests.adapters import HTTPAdapter
 from singer_sdk import RESTStream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.io_base import SingerWriter
 from singer_sdk.pagination import BaseAPIPaginator
+from singer_sdk.singerlib import StateMessage
+from singer_sdk.singerlib.json import serialize_json
 from singer_sdk.streams._state import StreamStateManager
 from singer_sdk.streams.rest import PageContext
 
@@ -107,6 +110,20 @@ def response_payload(response: requests.Response, *, where: str) -> list[dict]:
         raise ExnatonSourceError(msg)
     response._exnaton_records = records  # type: ignore[attr-defined]
     return records
+
+
+class StateAsIsWriter(SingerWriter):
+    """singer-sdk's message writer, but a STATE message's value is serialized as it is, not copied first.
+
+    The SDK turns a message into a dict with ``dataclasses.asdict``, which deep-copies the value: a fleet's
+    state holds a bookmark per meter, and copying 10,000 of them cost 0.25 s per STATE message, more than
+    writing it. The line written is the same (pinned by tests/test_sdk_pins.py).
+    """
+
+    def serialize_message(self, message: t.Any) -> str:
+        if type(message) is StateMessage:
+            return serialize_json({"type": message.type, "value": message.value})
+        return super().serialize_message(message)
 
 
 @dataclass(frozen=True)

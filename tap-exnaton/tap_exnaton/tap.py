@@ -10,7 +10,7 @@ from pathlib import Path
 from singer_sdk import Tap
 from singer_sdk import typing as th
 
-from tap_exnaton.client import DEFAULT_CONCURRENCY, ExnatonSourceError
+from tap_exnaton.client import DEFAULT_CONCURRENCY, ExnatonSourceError, StateAsIsWriter
 from tap_exnaton.streams import MeterDaysStream, MeterReadingsStream
 
 DEFAULT_BASE_URL = (
@@ -40,6 +40,7 @@ class TapExnaton(Tap):
     """Singer tap for Exnaton smart-meter energy readings."""
 
     name = "tap-exnaton"
+    message_writer_class = StateAsIsWriter
 
     config_jsonschema = th.PropertiesList(
         th.Property(

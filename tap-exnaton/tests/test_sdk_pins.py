@@ -8,9 +8,11 @@ import json
 import logging
 
 import singer_sdk.helpers._state as sdk_state
+from singer_sdk.io_base import SingerWriter
+from singer_sdk.singerlib import RecordMessage, SchemaMessage, StateMessage
 from singer_sdk.streams._state import StreamStateManager
 from source_server import export_records
-from tap_exnaton.client import MeterStateManager
+from tap_exnaton.client import MeterStateManager, StateAsIsWriter
 from tap_exnaton.tap import TapExnaton
 from test_tap import FEB_1, IMPORT
 
@@ -63,3 +65,29 @@ def test_the_sdks_lines_per_partition_are_the_ones_the_tap_filters_out(source, r
     assert "Beginning sync of 'readings'" in run.stderr  # the stream's other lines still come
     assert "Starting incremental sync of" not in run.stderr
     assert "Stream is assumed to be unsorted" not in run.stderr
+
+
+def test_the_state_writer_writes_the_sdks_lines_without_copying_the_state(source, capsys, monkeypatch):
+    """StateAsIsWriter serializes a STATE message's value as it is; every line it writes is the line the SDK's
+    own writer writes (nulls, nested lists and all), and the tap writes its messages through it."""
+    state = {"bookmarks": {"readings": {"partitions": [
+        {"context": {"muid": "m"}, "replication_key_value": "2023-02-01T00:45:00.000Z", "error": None},
+    ]}}, "other": [1, None, {"x": None}]}  # fmt: skip
+    messages = [
+        StateMessage(value=state),
+        RecordMessage(stream="readings", record={"muid": "m", "value": None}),
+        SchemaMessage(stream="readings", schema={"type": "object"}, key_properties=["muid"]),
+    ]
+    for message in messages:
+        assert StateAsIsWriter().format_message(message) == SingerWriter().format_message(message)
+
+    def copied(*args, **kwargs):
+        raise AssertionError("the state was turned into a dict with dataclasses.asdict (a deep copy)")
+
+    monkeypatch.setattr(StateMessage, "to_dict", copied)
+    assert '"partitions"' in StateAsIsWriter().format_message(StateMessage(value=state))
+    tap, muids = fleet_tap(source, 2)
+    assert isinstance(tap.message_writer, StateAsIsWriter)
+    tap.sync_all()
+    states = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"STATE"' in line]
+    assert [p["context"]["muid"] for p in states[-1]["value"]["bookmarks"]["readings"]["partitions"]] == muids
