@@ -21,7 +21,12 @@ from tests.faulty_source import (
     source_readings,
 )
 from tests.pipeline import Pipeline
-from tests.test_transform import LOAD_TIME_COLUMNS, PIPELINE, snapshot
+from tests.test_transform import (
+    LOAD_TIME_COLUMNS,
+    PIPELINE,
+    assert_dim_meters_match_readings,
+    snapshot,
+)
 from tools.synthetic import day_start, write_exports
 
 pytestmark = pytest.mark.e2e
@@ -68,10 +73,14 @@ def test_moving_between_streams_per_meter_and_the_fleet_stream_keeps_each_readin
     pipeline.meltano(*PIPELINE, extra_env={**day_layout, **FLEET})
     assert_marts_hold_every_reading_once(pipeline, source)
     assert pipeline.scalar("select count(*) from marts.fct_readings where stream_name = 'readings'") > 0
+    # The meters' latest readings came through the fleet stream: dim_meters names it.
+    assert_dim_meters_match_readings(pipeline)
+    assert {row[0] for row in pipeline.query("select stream_name from marts.dim_meters")} == {"readings"}
 
     write_exports(source, FIXTURE_METERS, day_start("2023-03-25"), day_start("2023-03-30"))
     pipeline.meltano(*PIPELINE, extra_env=day_layout)
     assert_marts_hold_every_reading_once(pipeline, source)
+    assert_dim_meters_match_readings(pipeline)
     assert pipeline.scalar("select count(*) from marts.muid_1_transforms") == len(
         source_readings(source, FIXTURE_METERS[0].muid)
     )
