@@ -30,30 +30,22 @@ MAX_OFFSET = 2**63 - 1
 def _muid_match(muid: str | None = None, muid_prefix: str = "") -> sql.SQL:
     """The muid test: one meter (an index look-up), a prefix search, or none. Written out per case, not as
     `(%(x)s is null or ...)`: a prepared statement's generic plan would keep every branch, and scan the fleet
-    (a lower() per meter) where one index probe does."""
+    (a lower() per meter) where one index probe does. The prefix is lowered once, in a sub-select: a generic
+    plan would otherwise lower the parameter again for every meter it tests (+30% on 10,000 meters)."""
     if muid is not None:
         return sql.SQL("muid = %(muid)s")
-    return sql.SQL("starts_with(lower(muid), lower(%(prefix)s))" if muid_prefix else "true")
+    return sql.SQL("starts_with(lower(muid), (select lower(%(prefix)s)))" if muid_prefix else "true")
 
 
-# Where the sums of the buckets come from, the first that can answer (`source` below):
-# - fct_energy_daily: days, weeks and months in the zone the marts were built for;
+# Where the buckets come from, the first that can answer (`source` below):
+# - fct_energy_daily, framed by dim_local_days (`calendar` below): days, weeks and months in the zone the marts
+#   were built for, every bound and interval count read from the calendar's rows;
 # - fct_energy_hourly (UTC-aligned hours): any bucket whose bounds all fall on whole UTC hours, i.e. every
 #   zone whose offsets in the range are whole hours (a DST zone included);
 # - fct_readings: 15-minute buckets, and zones like Asia/Kathmandu (+05:45) or Asia/Kolkata (+05:30).
-# Each branch groups by the same function, so the three agree wherever more than one could answer.
+# The last two are framed and grouped by the bucket functions the calendar is built with, so all three agree
+# wherever more than one could answer.
 BUCKET_SUMS = {
-    "fct_energy_daily": """
-        select daily.obis_code,
-               {marts}.local_bucket_start(daily.day::timestamp at time zone %(tz)s, %(unit)s, %(tz)s)
-                   as bucket_start,
-               sum(daily.energy_kwh) as energy_kwh, sum(daily.reading_count) as reading_count
-        from source join {marts}.fct_energy_daily as daily
-          on daily.muid = %(muid)s and daily.obis_code in (select obis_code from codes)
-         and daily.day >= (source.first_start at time zone %(tz)s)::date
-         and daily.day < (source.last_end at time zone %(tz)s)::date
-        where source.name = 'fct_energy_daily'
-        group by 1, 2""",
     "fct_energy_hourly": """
         select hourly.obis_code, {marts}.local_bucket_start(hourly.hour_start, %(unit)s, %(tz)s),
                sum(hourly.energy_kwh), sum(hourly.reading_count)
@@ -91,6 +83,20 @@ class Queries:
     def _sql(self, template: str, **parts: sql.Composable) -> sql.Composed:
         """`template` with {marts} (and any other `parts`) filled in; %(name)s stay parameters."""
         return sql.SQL(_compact(template)).format(marts=self.marts, **parts)
+
+    def _calendar_range(self, unit: sql.Composable) -> sql.Composed:
+        """The days of dim_local_days (alias `days`) in every `unit` bucket overlapping [start, end): from the
+        first bucket's first day to the last bucket's end, as bounds of its primary key."""
+        return sql.SQL(
+            _compact(
+                """
+                days.day >= ({marts}.local_bucket_start(%(start)s, {unit}, %(tz)s) at time zone %(tz)s)::date
+                and days.day < ({marts}.local_bucket_end(
+                    {marts}.local_bucket_start(%(end)s - interval '1 microsecond', {unit}, %(tz)s), {unit}, %(tz)s
+                ) at time zone %(tz)s)::date
+                """
+            )
+        ).format(marts=self.marts, unit=unit)
 
     def last_loaded_at(self) -> datetime | None:
         row = self.db.fetch_one(self._sql("select max(last_loaded_at) as loaded_at from {marts}.dim_meters"))
@@ -202,11 +208,31 @@ class Queries:
                 session_zone as materialized (
                     select set_config('TimeZone', %(tz)s, true) as zone
                 ),
+                -- Days, weeks and months in the marts' zone: the calendar's days of every bucket overlapping
+                -- the range (the first bucket's first day up to the last bucket's end), each with its row of
+                -- fct_energy_daily, summed per bucket. The day bounds are index bounds of dim_local_days.
+                calendar as (
+                    select codes.obis_code, min(days.day_start) as start, max(days.day_end) as "end",
+                           coalesce(sum(daily.energy_kwh), 0) as energy_kwh,
+                           coalesce(sum(daily.reading_count), 0) as reading_count,
+                           sum(days.expected_intervals)::integer as expected_intervals
+                    from session_zone, {marts}.dim_local_days as days
+                    cross join codes
+                    left join {marts}.fct_energy_daily as daily
+                      on daily.muid = %(muid)s and daily.obis_code = codes.obis_code and daily.day = days.day
+                    where %(unit)s in ('day', 'week', 'month') and %(tz)s = {marts}.marts_timezone()
+                      and {calendar_range}
+                    group by codes.obis_code,
+                             case %(unit)s when 'week' then days.week_start when 'month' then days.month_start
+                                           else days.day end
+                ),
+                -- Any other unit or zone: the buckets from the functions, summed from hours or readings.
                 buckets as materialized (
                     select bucket_start as start,
                            {marts}.local_bucket_end(bucket_start, %(unit)s, %(tz)s) as "end"
                     from session_zone,
                          {marts}.local_bucket_starts(%(start)s, %(end)s, %(unit)s, %(tz)s) as bucket_start
+                    where not (%(unit)s in ('day', 'week', 'month') and %(tz)s = {marts}.marts_timezone())
                 ),
                 source as (
                     select case
@@ -227,6 +253,10 @@ class Queries:
                 select (select name from source) as source,
                        coalesce(json_agg(bucket order by bucket.start, bucket.obis_code), '[]')::text as body
                 from (
+                    select obis_code, start, "end", energy_kwh, reading_count, expected_intervals,
+                           round(100.0 * reading_count / nullif(expected_intervals, 0), 2) as completeness_pct
+                    from calendar
+                    union all
                     select codes.obis_code, buckets.start, buckets."end",
                            coalesce(sums.energy_kwh, 0) as energy_kwh,
                            coalesce(sums.reading_count, 0) as reading_count,
@@ -242,6 +272,7 @@ class Queries:
                 ) as bucket
                 """,
                 sums=sums,
+                calendar_range=self._calendar_range(sql.SQL("%(unit)s")),
             ),
             {"muid": muid, "unit": interval, "start": start, "end": end, "tz": tz, "obis": obis},
         )
@@ -249,22 +280,30 @@ class Queries:
 
     def daily_completeness(self, muid: str, start: datetime, end: datetime, tz: str) -> list[dict]:
         """Per local day overlapping [start, end) and OBIS code of the meter: expected, received and missing
-        15-minute intervals. From fct_meter_completeness_daily in the zone it was built for; in any other
-        zone counted from fct_readings by the same functions (expected_intervals, local_bucket_start)."""
+        15-minute intervals. From fct_meter_completeness_daily over the days of dim_local_days in the zone
+        they were built for; in any other zone counted from fct_readings by the same functions
+        (local_bucket_starts, expected_intervals, local_bucket_start)."""
         return self.db.fetch_all(
             self._sql(
                 """
                 with days as materialized (
-                    select day_start,
-                           (day_start at time zone %(tz)s)::date as day,
-                           {marts}.expected_intervals(day_start, {marts}.local_bucket_end(day_start, 'day', %(tz)s))
-                               as expected_intervals
-                    from {marts}.local_bucket_starts(%(start)s, %(end)s, 'day', %(tz)s) as day_start
+                    -- The local days overlapping the range: the calendar's in the marts' zone, else the
+                    -- functions'.
+                    select days.day_start, days.day_end, days.day, days.expected_intervals
+                    from {marts}.dim_local_days as days
+                    where %(tz)s = {marts}.marts_timezone() and {calendar_range}
+                    union all
+                    select day_start, day_end, (day_start at time zone %(tz)s)::date,
+                           {marts}.expected_intervals(day_start, day_end)
+                    from (
+                        select day_start, {marts}.local_bucket_end(day_start, 'day', %(tz)s) as day_end
+                        from {marts}.local_bucket_starts(%(start)s, %(end)s, 'day', %(tz)s) as day_start
+                    ) as other_zone
+                    where %(tz)s <> {marts}.marts_timezone()
                 ),
                 span as (
                     select min(day) as first_day, max(day) as last_day,
-                           min(day_start) as first_start,
-                           max({marts}.local_bucket_end(day_start, 'day', %(tz)s)) as last_end
+                           min(day_start) as first_start, max(day_end) as last_end
                     from days
                 ),
                 codes as (
@@ -301,7 +340,8 @@ class Queries:
                 cross join codes
                 left join received on received.obis_code = codes.obis_code and received.day = days.day
                 order by days.day, codes.obis_code
-                """
+                """,
+                calendar_range=self._calendar_range(sql.Literal("day")),
             ),
             {"muid": muid, "start": start, "end": end, "tz": tz},
         )

@@ -363,6 +363,38 @@ def test_energy_buckets_equal_a_computation_from_the_source_file(
     assert source == table
 
 
+@pytest.mark.parametrize(
+    ("interval", "first", "last"),
+    [
+        ("month", "1970-01-01", "2100-01-01"),
+        ("week", "1970-01-01", "1970-01-02"),
+        ("week", "2099-12-31", "2100-01-01"),
+        ("day", "2099-12-31", "2100-01-01"),
+    ],
+)
+def test_the_calendar_frames_every_bucket_the_api_accepts(client, app, interval, first, last):
+    """Days, weeks and months in the marts' zone are framed by dim_local_days: it spans the API's whole range
+    (1970 to 2100), each bucket's bounds and intervals as zoneinfo counts them."""
+    start, end = (datetime.combine(date.fromisoformat(d), time.min, ZURICH) for d in (first, last))
+    expected, bucket = [], local_bucket(start, interval, ZURICH)
+    while bucket[0] < end:
+        length = bucket[1].astimezone(UTC) - bucket[0].astimezone(UTC)
+        expected.append((bucket[0].isoformat(), bucket[1].isoformat(), length // timedelta(minutes=15)))
+        bucket = local_bucket(bucket[1], interval, ZURICH)
+    response = client.get(f"/api/v1/meters/{MUID_1}/energy?interval={interval}&start={first}&end={last}")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    per_code: dict[str, list] = {}
+    for b in response.get_json()["buckets"]:
+        per_code.setdefault(b["obis_code"], []).append((b["start"], b["end"], b["expected_intervals"]))
+    assert per_code
+    for buckets in per_code.values():
+        assert buckets == expected
+    _, source = app.extensions["exnaton"]["queries"].energy_buckets_json(
+        MUID_1, interval, start, end, "Europe/Zurich"
+    )
+    assert source == "fct_energy_daily"
+
+
 def test_fall_back_day_has_25_hourly_buckets_equal_to_the_hourly_mart(client, warehouse):
     url = f"/api/v1/meters/{DST_METER.muid}/energy?interval=hour&start=2023-10-29&end=2023-10-30"
     buckets = client.get(url).get_json()["buckets"]

@@ -267,6 +267,7 @@ def test_docs_freshness_and_debug_through_meltano(warehouse):
         "fct_energy_daily",
         "fct_meter_completeness_daily",
         "dim_meters",
+        "dim_local_days",
         "muid_1_transforms",
         "muid_2_transforms",
     }
@@ -311,6 +312,7 @@ def test_incremental_run_after_one_new_day_touches_only_that_day(pipeline):
     hourly_before = row_versions(pipeline, "fct_energy_hourly", "muid, obis_code, hour_start")
     daily_before = row_versions(pipeline, "fct_energy_daily", "muid, obis_code, day")
     completeness_before = row_versions(pipeline, "fct_meter_completeness_daily", "muid, obis_code, day")
+    calendar_before = row_versions(pipeline, "dim_local_days", "day")
 
     # One more UTC day at the source (the same deterministic values for the days already there).
     meters = FIXTURE_METERS
@@ -332,6 +334,8 @@ def test_incremental_run_after_one_new_day_touches_only_that_day(pipeline):
     assert changed(
         completeness_before, row_versions(pipeline, "fct_meter_completeness_daily", "muid, obis_code, day")
     ) == {(muid, obis, local_day(moment)) for muid, obis, moment in new_keys}
+    # The calendar's days do not depend on the readings: an incremental run writes none of its rows.
+    assert changed(calendar_before, row_versions(pipeline, "dim_local_days", "day")) == set()
 
     # The incremental result is exactly what a rebuild from scratch gives, load times included.
     incremental = snapshot(pipeline, skip=())
