@@ -81,9 +81,10 @@ $(MANIFEST): $(STAMP) $(shell find transform/models transform/macros transform/t
 	DBT_TARGET_PATH=$(CURDIR)/$(@D) $(WITH_DB) $(BIN)/meltano invoke dbt-postgres parse --quiet
 
 ## api: serve the REST API with gunicorn (Swagger UI at /docs), as the read-only role exnaton_api
+# --preload: the app is loaded once, before the workers are forked, so they start together (and share it).
 api: install
 	$(WITH_DB) sh -c 'API_PGUSER=$${API_PGUSER:-$$($(BIN)/python -m tools.roles)} exec $(BIN)/gunicorn \
-		--bind 127.0.0.1:$(API_PORT) --workers 3 --threads 4 "api:create_app()"'
+		--bind 127.0.0.1:$(API_PORT) --workers 3 --threads 4 --preload "api:create_app()"'
 
 ## roles: create/refresh the API's read-only role (make api does it too)
 roles: install
