@@ -84,6 +84,11 @@ class Queries:
         """`template` with {marts} (and any other `parts`) filled in; %(name)s stay parameters."""
         return sql.SQL(_compact(template)).format(marts=self.marts, **parts)
 
+    def _in_marts_zone(self) -> sql.Composed:
+        """Whether the request's zone is the one the marts (dim_local_days, the daily marts) were built for:
+        the one test that picks the marts' days over the functions', a constant of the statement."""
+        return sql.SQL("%(tz)s = {marts}.marts_timezone()").format(marts=self.marts)
+
     def _calendar_range(self, unit: sql.Composable) -> sql.Composed:
         """The days of dim_local_days (alias `days`) in every `unit` bucket overlapping [start, end): from the
         first bucket's first day to the last bucket's end, as bounds of its primary key."""
@@ -220,7 +225,7 @@ class Queries:
                     cross join codes
                     left join {marts}.fct_energy_daily as daily
                       on daily.muid = %(muid)s and daily.obis_code = codes.obis_code and daily.day = days.day
-                    where %(unit)s in ('day', 'week', 'month') and %(tz)s = {marts}.marts_timezone()
+                    where {by_calendar}
                       and {calendar_range}
                     group by codes.obis_code,
                              case %(unit)s when 'week' then days.week_start when 'month' then days.month_start
@@ -232,12 +237,11 @@ class Queries:
                            {marts}.local_bucket_end(bucket_start, %(unit)s, %(tz)s) as "end"
                     from session_zone,
                          {marts}.local_bucket_starts(%(start)s, %(end)s, %(unit)s, %(tz)s) as bucket_start
-                    where not (%(unit)s in ('day', 'week', 'month') and %(tz)s = {marts}.marts_timezone())
+                    where not {by_calendar}
                 ),
                 source as (
                     select case
-                               when %(unit)s in ('day', 'week', 'month') and %(tz)s = {marts}.marts_timezone()
-                                   then 'fct_energy_daily'
+                               when {by_calendar} then 'fct_energy_daily'
                                when %(unit)s <> '15min'
                                     and bool_and(date_trunc('hour', buckets.start, 'UTC') = buckets.start
                                                  and date_trunc('hour', buckets."end", 'UTC') = buckets."end")
@@ -273,6 +277,9 @@ class Queries:
                 """,
                 sums=sums,
                 calendar_range=self._calendar_range(sql.SQL("%(unit)s")),
+                by_calendar=sql.SQL("(%(unit)s in ('day', 'week', 'month') and {})").format(
+                    self._in_marts_zone()
+                ),
             ),
             {"muid": muid, "unit": interval, "start": start, "end": end, "tz": tz, "obis": obis},
         )
@@ -291,7 +298,7 @@ class Queries:
                     -- functions'.
                     select days.day_start, days.day_end, days.day, days.expected_intervals
                     from {marts}.dim_local_days as days
-                    where %(tz)s = {marts}.marts_timezone() and {calendar_range}
+                    where {in_marts_zone} and {calendar_range}
                     union all
                     select day_start, day_end, (day_start at time zone %(tz)s)::date,
                            {marts}.expected_intervals(day_start, day_end)
@@ -299,7 +306,7 @@ class Queries:
                         select day_start, {marts}.local_bucket_end(day_start, 'day', %(tz)s) as day_end
                         from {marts}.local_bucket_starts(%(start)s, %(end)s, 'day', %(tz)s) as day_start
                     ) as other_zone
-                    where %(tz)s <> {marts}.marts_timezone()
+                    where not {in_marts_zone}
                 ),
                 span as (
                     select min(day) as first_day, max(day) as last_day,
@@ -314,7 +321,7 @@ class Queries:
                            mart.completeness_pct
                     from span join {marts}.fct_meter_completeness_daily as mart
                       on mart.muid = %(muid)s and mart.day between span.first_day and span.last_day
-                    where %(tz)s = {marts}.marts_timezone()
+                    where {in_marts_zone}
                     union all
                     select counted.obis_code, counted.day, counted.received_intervals,
                            days.expected_intervals - counted.received_intervals,
@@ -327,7 +334,7 @@ class Queries:
                         from span join {marts}.fct_readings as readings
                           on readings.muid = %(muid)s
                          and readings.reading_at >= span.first_start and readings.reading_at < span.last_end
-                        where %(tz)s <> {marts}.marts_timezone()
+                        where not {in_marts_zone}
                         group by 1, 2
                     ) as counted
                     join days using (day)
@@ -342,6 +349,7 @@ class Queries:
                 order by days.day, codes.obis_code
                 """,
                 calendar_range=self._calendar_range(sql.Literal("day")),
+                in_marts_zone=self._in_marts_zone(),
             ),
             {"muid": muid, "start": start, "end": end, "tz": tz},
         )
