@@ -94,7 +94,7 @@ def test_new_readings_are_picked_up_incrementally(pipeline, tmp_path):
 def test_full_refresh_with_keys_appends_into_a_table_without_primary_key(pipeline):
     pipeline.meltano(*EL)
     pipeline.meltano("run", "--full-refresh", "tap-exnaton", "target-postgres")
-    # The loader appends (contract 1: no merge, staging keeps one copy of each reading) ...
+    # The loader appends (contract 1: no merge, fct_readings keeps one copy of each reading) ...
     assert pipeline.scalar("select count(*) from raw.muid_1") == 2 * 3 * 96
     assert pipeline.scalar("select count(distinct (muid, obis_code, timestamp)) from raw.muid_1") == 3 * 96
     # ... so the table has no primary key (it would refuse the copies), only a plain index on the stream's
@@ -212,7 +212,7 @@ def test_default_layout_state_merge_and_append(pipeline):
     pipeline.meltano(*EL, extra_env=day_layout)
     assert pipeline.scalar("select max(_sdc_batched_at) from raw.muid_1") == batched  # nothing new loaded
     pipeline.meltano("run", "--full-refresh", "tap-exnaton", "target-postgres", extra_env=day_layout)
-    # The loader appends (no merge): the full refresh adds a second copy of each day, staging keeps one.
+    # The loader appends (no merge): the full refresh adds a second copy of each day, fct_readings keeps one.
     assert pipeline.scalar("select count(*) from raw.muid_1") == 2 * 3
     assert pipeline.scalar("select count(distinct (muid, obis_code, day)) from raw.muid_1") == 3
     assert pipeline.scalar("select sum(reading_count) from raw.muid_1") == 2 * 3 * 96

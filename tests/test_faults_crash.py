@@ -102,7 +102,7 @@ def total_readings(source_dir: Path) -> int:
 def assert_every_reading_once(pipeline: Pipeline, source_dir: Path) -> None:
     for meter in METERS:
         expected = source_readings(source_dir, meter.muid)
-        # The loader appends (BRIEF contract 1): a reading re-sent after the crash is in raw twice, and staging
+        # The loader appends (BRIEF contract 1): a reading re-sent after the crash is in raw twice, and fct_readings
         # keeps one. Raw must hold every reading; the marts each one once.
         assert sorted(set(raw_readings(pipeline, meter.stream_name))) == expected, meter.stream_name
         if HAS_MARTS:

@@ -32,7 +32,7 @@ TOO_SLOW = 2.5
 
 def assert_complete(pipeline, source_dir) -> None:
     """Raw holds every reading of the source, value for value: at least once, as the loader appends what a
-    re-run sends again (contract 1; staging keeps one copy)."""
+    re-run sends again (contract 1; fct_readings keeps one copy)."""
     for meter in FIXTURE_METERS:
         assert sorted(set(raw_readings(pipeline, meter.stream_name))) == source_readings(
             source_dir, meter.muid

@@ -34,8 +34,8 @@ print(json.dumps({
     "dbt_env": {k: v for k, v in project.dbt_env().items() if k.startswith("DBT_")},
     "jobs": sorted(repository.job_names),
     "schedules": {s.name: [s.cron_schedule, s.job_name] for s in repository.schedule_defs},
-    "upstream_of_staging": sorted(
-        k.to_user_string() for k in graph.get(dg.AssetKey(["staging", "stg_exnaton__readings"])).parent_keys
+    "upstream_of_readings": sorted(
+        k.to_user_string() for k in graph.get(dg.AssetKey(["marts", "fct_readings"])).parent_keys
     ),
     "pool": defs.get_assets_def(["raw", "meter_shards"]).op.pool,
     "url": database.dagster_postgres_url({"PGHOST": "/run/pg sock", "PGPORT": "5433", "PGUSER": "me", "PGDATABASE": "exnaton"}),
@@ -87,7 +87,7 @@ def test_jobs_schedules_and_lineage(loaded):
     assert loaded["schedules"] == {
         s["name"].replace("-", "_"): [s["interval"], s["job"].replace("-", "_")] for s in meltano
     }
-    assert loaded["upstream_of_staging"] == ["raw/meter_shards", "raw/muid_1", "raw/muid_2", "raw/readings"]
+    assert loaded["upstream_of_readings"] == ["raw/meter_shards", "raw/muid_1", "raw/muid_2", "raw/readings"]
 
 
 def test_dagster_storage_is_the_pg_database_in_its_own_schema(loaded):

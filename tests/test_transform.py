@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 OBIS_KEY = re.compile(r"^[0-9A-Fa-f]{12}$")
 ZURICH = ZoneInfo("Europe/Zurich")
 QUARTER = timedelta(minutes=15)
-SCHEMAS = ("staging", "marts")
+SCHEMAS = ("marts",)
 # Load times change with every load by nature; everything else in the marts must not.
 LOAD_TIME_COLUMNS = ("loaded_at", "last_loaded_at")
 FULL_REFRESH_APPEND = {"TAP_EXNATON_APPEND_ONLY": "true"}
@@ -92,7 +92,7 @@ def relations(pipeline) -> list[tuple[str, str]]:
 
 
 def snapshot(pipeline, *, skip: tuple[str, ...] = LOAD_TIME_COLUMNS) -> dict[str, tuple[int, str]]:
-    """Row count and an ordered md5 over every column but ``skip``, for each relation of staging and marts."""
+    """Row count and an ordered md5 over every column but ``skip``, for each relation of the marts."""
     result = {}
     for schema, table in relations(pipeline):
         columns = [
@@ -261,7 +261,6 @@ def test_docs_freshness_and_debug_through_meltano(warehouse):
     assert {node["name"] for node in models.values()} >= {
         "stg_exnaton__meter_day_readings",
         "stg_exnaton__reading_rows",
-        "stg_exnaton__readings",
         "fct_readings",
         "fct_energy_hourly",
         "fct_energy_daily",
@@ -298,7 +297,6 @@ def test_append_only_full_refresh_three_times_leaves_marts_identical(pipeline):
         snapshots.append(snapshot(pipeline))
 
     assert snapshots[0]["marts.fct_readings"][0] == 2 * 3 * 96
-    assert snapshots[0]["staging.stg_exnaton__readings"][0] == 2 * 3 * 96
     assert set(snapshots[0]) >= {f"marts.{name}" for name in ("dim_meters", "fct_energy_daily")}
     assert snapshots[1] == snapshots[0]
     assert snapshots[2] == snapshots[0]
@@ -480,7 +478,6 @@ def test_keys_are_primary_keys_that_postgresql_enforces(pipeline):
             "where indisprimary group by indrelid"
         )
     )
-    assert keys["staging.stg_exnaton__readings"] == ["muid", "obis_code", "reading_at"]
     # The API's order: one meter's time range over all its codes is one index range.
     assert keys["marts.fct_readings"] == ["muid", "reading_at", "obis_code"]
     assert keys["marts.dim_meters"] == ["muid", "obis_code"]
@@ -520,4 +517,4 @@ def test_build_tests_the_new_readings_and_the_full_test_job_every_row(pipeline):
     ):
         assert re.search(rf"FAIL \d+ {test}", log), test
     failed = pipeline.meltano("invoke", "dbt-postgres:full-refresh", check=False)
-    assert failed.returncode == 0  # rebuilt from staging: the row is right again
+    assert failed.returncode == 0  # rebuilt from raw: the row is right again

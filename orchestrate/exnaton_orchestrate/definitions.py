@@ -85,7 +85,7 @@ def mission_streams(context: AssetExecutionContext):
 
 class Translator(DagsterDbtTranslator):
     """dbt sources are the raw tables (``raw/<table>``); a model reading raw also reads every shard's tables
-    (stg_exnaton__readings reads every table of the raw schema)."""
+    (fct_readings reads every table of the raw schema)."""
 
     def get_asset_spec(self, manifest, unique_id, project_):
         spec = super().get_asset_spec(manifest, unique_id, project_)
@@ -102,7 +102,7 @@ class Translator(DagsterDbtTranslator):
 
 def _reads_raw(manifest: dict, unique_id: str) -> bool:
     """Whether a model reads a raw source, itself or through ephemeral models (which are no assets: the
-    staging model reads raw through its per-layout ephemeral models)."""
+    readings mart reads raw through the per-layout ephemeral staging models)."""
     for parent in manifest.get("parent_map", {}).get(unique_id, []):
         if parent.startswith("source.") and manifest["sources"][parent]["source_name"] == RAW_SOURCE:
             return True

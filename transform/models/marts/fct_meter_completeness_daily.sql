@@ -15,14 +15,14 @@
     indexes=[{'columns': ['loaded_at']}],
 ) }}
 
-{%- set window = incremental_window(ref('stg_exnaton__readings'), 'reading_at',
+{%- set window = incremental_window(ref('fct_readings'), 'reading_at',
                                     bucket_start=local_day_start_of, bucket_end=local_day_end_of) %}
 
 with
 
 readings as (
     select *, {{ local_day('reading_at') }} as day
-    from {{ ref('stg_exnaton__readings') }}
+    from {{ ref('fct_readings') }}
     -- Incremental: only days with a new reading are recomputed, and all their readings lie in this window.
     where {{ window.where }}
 ),

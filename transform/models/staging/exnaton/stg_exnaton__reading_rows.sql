@@ -1,5 +1,5 @@
 {#- The readings of every raw table in the tap's `reading` layout (macros/raw_stream_tables.sql), typed and
-    renamed. Ephemeral: inlined into stg_exnaton__readings, whose incremental filter on `loaded_at`
+    renamed. Ephemeral: inlined into fct_readings, whose incremental filter on `loaded_at`
     PostgreSQL pushes down into each table's scan. -#}
 {{ config(materialized='ephemeral') }}
 
