@@ -277,6 +277,13 @@ def test_docs_freshness_and_debug_through_meltano(warehouse):
             assert (f"source.exnaton.exnaton.{table}", layout) in edges
     assert "source.exnaton.meltano.state" in manifest["child_map"]
     assert manifest["child_map"]["source.exnaton.meltano.state"]
+    # The readings are stored once, in fct_readings: staging is inlined, it writes no copy of its own.
+    staging = {
+        node["name"]: node["config"]["materialized"] for node in models.values() if "staging" in node["fqn"]
+    }
+    assert staging == dict.fromkeys(
+        ("stg_exnaton__meter_day_readings", "stg_exnaton__reading_rows"), "ephemeral"
+    )
     for uid, node in models.items():
         assert node["description"].strip(), f"{node['name']} has no description"
         if node["config"]["materialized"] == "ephemeral":
