@@ -26,7 +26,7 @@ MISSION_STREAMS = ("muid_1", "muid_2")
 # The dbt source of the tap's raw tables (transform/models/staging/exnaton/_exnaton__sources.yml).
 RAW_SOURCE = "exnaton"
 # A shard that fails (a source down, the pipeline lock held by a dbt build) runs again: the tap resumes
-# from the shard's bookmarks, and staging dedups whatever a retry sends twice.
+# from the shard's bookmarks, and fct_readings dedups whatever a retry sends twice.
 LOAD_RETRIES = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL)
 
 

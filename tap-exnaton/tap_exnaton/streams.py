@@ -253,7 +253,7 @@ class MeterReadingsStream(ExnatonStream):
     unsorted on purpose: the SDK then commits a meter's bookmark only when its partition ends, never between
     two records, so the records of one timestamp (one per OBIS code, or one per OBIS code and day) never
     straddle a STATE message, and a run stopped anywhere re-sends from the last committed bookmark: at least
-    once, and nothing twice in the marts (staging deduplicates). A meter whose source fails is recorded with
+    once, and nothing twice in the marts (dbt's fct_readings deduplicates). A meter whose source fails is recorded with
     an ``error`` in its partition state, its bookmark unchanged, while the others go on.
     """
 
@@ -412,7 +412,7 @@ class MeterDaysStream(MeterReadingsStream):
 
     96 readings travel in one Singer record, so the loader does a hundredth of its per-record work; dbt
     unnests the arrays in SQL. A run that adds one reading to a day sends a record of that one reading: the
-    key is (muid, obis_code, first_timestamp), and staging deduplicates the readings of records that overlap.
+    key is (muid, obis_code, first_timestamp), and dbt's fct_readings deduplicates the readings of records that overlap.
     """
 
     replication_key = "last_timestamp"

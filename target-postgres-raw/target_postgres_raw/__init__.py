@@ -137,7 +137,7 @@ class RawTableSink(PostgresSink):
         )
 
     def process_batch(self, context: dict[str, t.Any]) -> None:
-        # Plain append: several copies of a key are all kept (dbt's staging keeps the latest extraction).
+        # Plain append: several copies of a key are all kept (dbt's fct_readings keeps the latest extraction).
         self.connector.copy_rows(self.copy_statement, self.rows_to_copy(context["records"]))
 
     def rows_to_copy(self, records: Iterable[dict[str, t.Any]]) -> Iterator[list[t.Any]]:

@@ -1,8 +1,6 @@
 {#- The readings of every raw table in the tap's `reading` layout (macros/raw_stream_tables.sql), typed and
     renamed. Ephemeral: inlined into fct_readings, whose incremental filter on `loaded_at`
     PostgreSQL pushes down into each table's scan. -#}
-{{ config(materialized='ephemeral') }}
-
 -- depends_on: {{ exnaton_stream_sources() }}
 
 {%- for relation in raw_stream_tables('reading') %}
