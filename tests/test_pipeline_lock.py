@@ -76,6 +76,10 @@ def test_loads_share_the_lock_and_a_build_waits_for_them_then_shuts_new_loads_ou
         hold_for_load(late_load)
 
     build.close()  # a killed build's session ends the same way: the lock goes with it
+    # The server releases it when the build's backend exits, a moment after the client has closed.
+    wait_until(
+        lambda: not holders(observer), timeout=5, what="the closed build's backend to release the lock"
+    )
     hold_for_load(late_load)
 
 
