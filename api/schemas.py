@@ -119,10 +119,19 @@ class MetersArgs(Schema):
     )
 
 
+class ObisCode(fields.String):
+    """An OBIS code of 12 hex digits, in any case, loaded in upper case as the marts store it."""
+
+    def __init__(self, **kwargs) -> None:
+        metadata = {"description": "Only this OBIS code (any case)", "example": "0100011D00FF"}
+        super().__init__(validate=_validate_obis, metadata=metadata, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs) -> str:
+        return super()._deserialize(value, attr, data, **kwargs).upper()
+
+
 class ReadingsArgs(RangeArgs):
-    obis = fields.String(
-        validate=_validate_obis, metadata={"description": "Only this OBIS code", "example": "0100011D00FF"}
-    )
+    obis = ObisCode()
 
 
 class EnergyArgs(RangeArgs, TimezoneArgs):
@@ -131,9 +140,7 @@ class EnergyArgs(RangeArgs, TimezoneArgs):
         validate=validate.OneOf(["15min", "hour", "day", "week", "month"]),
         metadata={"description": "Bucket size; weeks start on Monday", "example": "day"},
     )
-    obis = fields.String(
-        validate=_validate_obis, metadata={"description": "Only this OBIS code", "example": "0100011D00FF"}
-    )
+    obis = ObisCode()
 
 
 class CompletenessArgs(RangeArgs, TimezoneArgs):

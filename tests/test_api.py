@@ -150,6 +150,16 @@ def test_readings_filter_by_obis(client):
     assert_error(client.get(f"/api/v1/meters/{MUID_1}/readings?obis=not-obis"), 422, "obis")
 
 
+def test_an_obis_code_matches_in_any_case_in_readings_and_energy(client):
+    day = "start=2023-02-01&end=2023-02-02"
+    for path in ("readings", "energy"):
+        upper, lower = (
+            client.get(f"/api/v1/meters/{MUID_1}/{path}?{day}&obis={code}").get_json()
+            for code in ("0100011D00FF", "0100011d00ff")
+        )
+        assert upper and lower == upper
+
+
 def test_readings_as_csv(client):
     url = f"/api/v1/meters/{MUID_1}/readings?start=2023-02-01T00:00:00Z&end=2023-02-01T01:00:00Z"
     as_json = client.get(url)

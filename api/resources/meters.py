@@ -185,7 +185,7 @@ def get_energy(args, muid):
     tz = args.get("tz") or settings().default_timezone
     start, end = data_range(meter, args, tz)
     interval = args["interval"]
-    obis = args["obis"].upper() if args.get("obis") else None
+    obis = args.get("obis")
     channels = 1 if obis or meter is None else len(meter["channels"])
     expected_buckets = (end - start) / BUCKET_LENGTH[interval] * channels
     if expected_buckets > settings().max_buckets:

@@ -355,8 +355,8 @@ class MeterReadingsStream(ExnatonStream):
 
     def _meter_syncs(self) -> t.Iterator[MeterSync]:
         """A MeterSync per meter, in the order the SDK syncs them, from each meter's committed bookmark."""
-        start_date = _config_datetime(self.config.get("start_date"))
-        stop = _config_datetime(self.config.get("end_date")) or self.source_api.default_stop()
+        start_date = config_datetime(self.config, "start_date")
+        stop = config_datetime(self.config, "end_date") or self.source_api.default_stop()
         bounds = {
             "start": None if start_date is None else format_source_timestamp(start_date),
             "stop": None if stop is None else format_source_timestamp(stop),
@@ -511,11 +511,13 @@ def expand_day_record(record: dict) -> list[tuple[str, float | None, str | None]
     return list(zip(timestamps, record["values"], qualities, strict=True))
 
 
-def _config_datetime(value: object) -> datetime | None:
+def config_datetime(config: t.Mapping, name: str) -> datetime | None:
+    """Setting ``name`` as an aware UTC datetime (None when unset)."""
+    value = config.get(name)
     if value in (None, ""):
         return None
     moment = parse_source_timestamp(str(value))
     if moment is None:
-        msg = f"setting value {value!r} is not an ISO 8601 date or date-time"
+        msg = f"setting '{name}' is {value!r}, not an ISO 8601 date or date-time"
         raise ExnatonSourceError(msg)
     return moment

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import csv
 import sys
+import typing as t
 import zlib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
 
 from tap_exnaton.client import DEFAULT_CONCURRENCY, ExnatonSourceError, StateAsIsWriter
-from tap_exnaton.streams import MeterDaysStream, MeterReadingsStream
+from tap_exnaton.streams import MeterDaysStream, MeterReadingsStream, config_datetime
 
 DEFAULT_BASE_URL = (
     "https://exnaton-public-s3-bucket20230329123331528000000001.s3.eu-central-1.amazonaws.com/challenge"
@@ -164,6 +166,7 @@ class TapExnaton(Tap):
 
     def discover_streams(self) -> list[MeterReadingsStream]:
         """A stream per configured meter (one partition each), or one fleet stream, in the record layout."""
+        check_settings(self.config)
         meters = self._shard_of(self.configured_meters())
         layout = MeterDaysStream if self.config.get("record_layout") == "meter_day" else MeterReadingsStream
         if not self.config.get("stream_per_meter", True):
@@ -209,6 +212,18 @@ class TapExnaton(Tap):
         if failures:
             meter_count = sum(len(stream.muids) for stream in self.streams.values() if stream.selected)
             raise MetersFailedError(failures, meter_count)
+
+
+def check_settings(config: t.Mapping) -> None:
+    """The settings that singer-sdk's schema check lets through but a run would fail on half-way, with a
+    traceback (the SDK parses start_date itself, requests the URL): refused before any request."""
+    for name in ("start_date", "end_date"):
+        config_datetime(config, name)
+    base_url = str(config.get("base_url") or "")
+    url = urlsplit(base_url)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        msg = f"setting 'base_url' is {base_url!r}, not an http:// or https:// URL"
+        raise ExnatonSourceError(msg)
 
 
 def read_meters_file(path: Path) -> list[dict]:

@@ -503,6 +503,23 @@ def test_shard_index_out_of_range_is_an_error(source, run_tap):
     assert "shard_index" in run.stderr.splitlines()[-1]
 
 
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("start_date", "notadate", "setting 'start_date' is 'notadate', not an ISO 8601 date or date-time"),
+        ("end_date", "2023-02-30", "setting 'end_date' is '2023-02-30', not an ISO 8601 date or date-time"),
+        ("base_url", "notaurl", "setting 'base_url' is 'notaurl', not an http:// or https:// URL"),
+        ("base_url", "ftp://host/x", "setting 'base_url' is 'ftp://host/x', not an http:// or https:// URL"),
+    ],
+)
+def test_a_bad_date_or_url_setting_is_one_line_before_any_request(source, run_tap, setting, value, message):
+    run = run_tap({**file_config(source), setting: value})
+    assert run.returncode == 1
+    assert run.stderr.splitlines()[-1] == f"tap-exnaton: error: {message}"
+    assert "Traceback" not in run.stderr
+    assert source.requests == []
+
+
 # --- fleet: one stream for many meters, a bookmark per meter ----------------------------------------
 
 
