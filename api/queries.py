@@ -440,11 +440,15 @@ class Queries:
                 select coalesce(json_agg(json_build_object(
                            'muid', coalesce(p -> 'context' ->> 'muid', {stream_muid}),
                            'stream_name', b.stream,
-                           'error', case when p is null then s ->> 'error' else p ->> 'error' end
+                           'error', meter.state ->> 'error'
                        ) order by b.stream, p -> 'context' ->> 'muid'), '[]') as failed_meters
                 from jsonb_each(page.payload -> 'singer_state' -> 'bookmarks') as b(stream, s)
                 left join lateral jsonb_array_elements(s -> 'partitions') as p on true
-                where case when p is null then s ->> 'error' else p ->> 'error' end is not null
+                cross join lateral (select coalesce(p, s) as state) as meter
+                where meter.state ->> 'error' is not null
+                  -- A meter's error stays in the state until it next succeeds: it is this run's failure only
+                  -- when the tap recorded it during this run (states of a tap before error_at: every run).
+                  and coalesce((meter.state ->> 'error_at')::timestamptz >= page.started_at, true)
             ) as failed
             order by page.started_at desc, page.id desc
             """

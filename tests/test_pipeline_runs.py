@@ -227,3 +227,31 @@ def test_a_fleet_run_that_failed_before_its_dbt_build(faulty_pipeline, faulty_so
         == faulty_pipeline.scalar("select count(*) from marts.fct_readings")
     )
     assert built["failed_meters"] == run["failed_meters"]
+
+
+def test_a_meter_is_failed_only_in_the_run_that_recorded_its_error(run_history, client):
+    """A meter's error stays in the state until the meter next succeeds (a run stopped by a bad setting, a
+    meter taken out of the settings): later runs that carry it did not fail it. A state of a tap from before
+    `error_at` keeps the old reading: every run that carries the error lists it."""
+    [(payload, ended)] = run_history.query(
+        "select payload::jsonb, ended_at from meltano.runs where state = 'FAIL'"
+    )
+    legacy = json.loads(json.dumps(payload).replace('"error_at"', '"error_at_unknown"'))
+    with psycopg.connect(conninfo(run_history.pg), autocommit=True) as conn:
+        for state_id, carried in (("dev:carried-error", payload), ("dev:carried-legacy", legacy)):
+            conn.execute(
+                "insert into meltano.runs (job_name, run_id, state, started_at, ended_at, payload, "
+                "payload_flags) values (%s, gen_random_uuid(), 'FAIL', %s, %s, %s, 0)",
+                (state_id, ended + timedelta(minutes=1), ended + timedelta(minutes=2), json.dumps(carried)),
+            )
+    try:
+        [carried] = client.get(f"{RUNS}?state_id=dev:carried-error").get_json()
+        assert carried["state"] == "failed" and carried["failed_meters"] == []
+        [old] = client.get(f"{RUNS}?state_id=dev:carried-legacy").get_json()
+        assert [m["muid"] for m in old["failed_meters"]] == [MUID_2]
+        [original] = [
+            r for r in client.get(f"{RUNS}?state_id={STATE_ID}").get_json() if r["state"] == "failed"
+        ]
+        assert [m["muid"] for m in original["failed_meters"]] == [MUID_2]
+    finally:
+        run_history.execute("delete from meltano.runs where job_name like 'dev:carried-%'")

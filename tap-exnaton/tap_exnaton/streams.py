@@ -13,7 +13,7 @@ import re
 import time as clock
 import typing as t
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from singer_sdk import typing as th
 from singer_sdk.helpers.conform import TypeConformanceLevel
@@ -317,6 +317,7 @@ class MeterReadingsStream(ExnatonStream):
         else:
             yield from self.meter_records(sources, meter.muid)
             state.pop("error", None)
+            state.pop("error_at", None)
         if self._prefetch.done:
             self.close()
 
@@ -390,9 +391,13 @@ class MeterReadingsStream(ExnatonStream):
         return kept
 
     def _meter_failed(self, state: dict, message: str) -> None:
-        """Log it now, keep it in the meter's state (contract 2), fail the run once the others are done."""
+        """Log it now, keep it in the meter's state (contract 2), fail the run once the others are done.
+
+        The error stays in the state until the meter next succeeds; ``error_at`` says which run it belongs
+        to (the API's run history lists a meter as failed only in the run whose span holds it)."""
         self.logger.error("%s", message)
         state["error"] = message.splitlines()[0] if message else "unknown error"
+        state["error_at"] = format_source_timestamp(datetime.now(UTC))
         self.failures.append(message)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from source_server import Scripted, SourceServer, export_records
+from tap_exnaton.client import format_source_timestamp
 from tap_exnaton.streams import expand_day_record
 
 UTC = UTC
@@ -601,6 +602,7 @@ def test_a_failed_meter_has_an_error_in_its_partition_state_until_it_next_succee
         source, [{"muid": MUID_1}, {"muid": MUID_2}], retry_backoff_factor=0.01, max_retries=2
     )
 
+    started = format_source_timestamp(datetime.now(UTC))
     failed = run_tap(config)
 
     partitions = {p["context"]["muid"]: p for p in failed.final_state["bookmarks"]["readings"]["partitions"]}
@@ -608,12 +610,13 @@ def test_a_failed_meter_has_an_error_in_its_partition_state_until_it_next_succee
     error = partitions[MUID_2]["error"]
     assert "\n" not in error and MUID_2 in error and "HTTP 503" in error, error
     assert "replication_key_value" not in partitions[MUID_2]
+    assert started <= partitions[MUID_2]["error_at"] <= format_source_timestamp(datetime.now(UTC))
 
     fixed = run_tap(config, failed.final_state)
 
     assert fixed.returncode == 0, fixed.stderr
     partitions = {p["context"]["muid"]: p for p in fixed.final_state["bookmarks"]["readings"]["partitions"]}
-    assert "error" not in partitions[MUID_2]
+    assert "error" not in partitions[MUID_2] and "error_at" not in partitions[MUID_2]
     assert partitions[MUID_2]["replication_key_value"] == "2023-02-01T01:45:00.000Z"
 
 
