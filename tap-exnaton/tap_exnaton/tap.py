@@ -181,12 +181,16 @@ class TapExnaton(Tap):
             raise ExnatonSourceError(msg)
         meters = read_meters_file(Path(path)) if path else listed or DEFAULT_METERS
         where = f"meters_file {path}" if path else "setting 'meters'"
+        for position, meter in enumerate(meters, start=1):
+            if not str(meter.get("muid") or "").strip():
+                msg = f"{where}: {_place(meter, position)}: the muid is empty"
+                raise ExnatonSourceError(msg)
         _reject_duplicates(meters, "muid", where)
         if self.config.get("stream_per_meter", True):
             for position, meter in enumerate(meters, start=1):
                 if not meter.get("stream_name"):
                     msg = (
-                        f"{where}: {meter.get('_line', f'entry {position}')}: muid {meter['muid']} has no "
+                        f"{where}: {_place(meter, position)}: muid {meter['muid']} has no "
                         "stream_name, which a stream per meter needs (or set stream_per_meter: false)"
                     )
                     raise ExnatonSourceError(msg)
@@ -217,8 +221,10 @@ class TapExnaton(Tap):
 def check_settings(config: t.Mapping) -> None:
     """The settings that singer-sdk's schema check lets through but a run would fail on half-way, with a
     traceback (the SDK parses start_date itself, requests the URL): refused before any request."""
-    for name in ("start_date", "end_date"):
-        config_datetime(config, name)
+    start, end = (config_datetime(config, name) for name in ("start_date", "end_date"))
+    if start is not None and end is not None and start >= end:
+        msg = f"setting 'start_date' ({config['start_date']}) is not before 'end_date' ({config['end_date']})"
+        raise ExnatonSourceError(msg)
     base_url = str(config.get("base_url") or "")
     url = urlsplit(base_url)
     if url.scheme not in ("http", "https") or not url.netloc:
@@ -251,17 +257,19 @@ def _meter_row(row: dict, line: str, width: int, path: Path) -> dict:
         msg = f"meters_file {path}: {line}: {found} fields where the header has {width}"
         raise ExnatonSourceError(msg)
     meter = {key: value.strip() for key, value in row.items()}
-    if not meter["muid"]:
-        msg = f"meters_file {path}: {line}: the muid is empty"
-        raise ExnatonSourceError(msg)
     return {**meter, "_line": line}
+
+
+def _place(meter: dict, position: int) -> str:
+    """Where a meter is listed: its line in the meters file, or its entry in setting 'meters'."""
+    return meter.get("_line", f"entry {position}")
 
 
 def _reject_duplicates(meters: list[dict], key: str, where: str) -> None:
     first_seen: dict[str, str] = {}
     for position, meter in enumerate(meters, start=1):
         value = meter.get(key)
-        place = meter.get("_line", f"entry {position}")
+        place = _place(meter, position)
         if value in first_seen:
             msg = f"{where}: {place}: {key} {value} is already on {first_seen[value]}"
             raise ExnatonSourceError(msg)

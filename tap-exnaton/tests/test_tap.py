@@ -359,6 +359,14 @@ def test_duplicate_muids_are_rejected(source, run_tap):
     assert f"setting 'meters': entry 2: muid {MUID_1} is already on entry 1" in run.stderr
 
 
+@pytest.mark.parametrize("muid", ["", "  "])
+def test_an_empty_muid_in_setting_meters_is_rejected_as_in_a_meters_file(source, run_tap, muid):
+    run = run_tap(file_config(source, meters=[METERS[0], {"stream_name": "m2", "muid": muid}]))
+    assert run.returncode == 1
+    assert run.stderr.splitlines()[-1] == "tap-exnaton: error: setting 'meters': entry 2: the muid is empty"
+    assert source.requests == []
+
+
 def test_about_lists_every_setting(run_tap):
     run = run_tap({}, None, "--about", "--format", "json")
     settings = set(json.loads(run.stdout)["settings"]["properties"])
@@ -509,12 +517,13 @@ def test_shard_index_out_of_range_is_an_error(source, run_tap):
     [
         ("start_date", "notadate", "setting 'start_date' is 'notadate', not an ISO 8601 date or date-time"),
         ("end_date", "2023-02-30", "setting 'end_date' is '2023-02-30', not an ISO 8601 date or date-time"),
+        ("end_date", "2022-12-31", "setting 'start_date' (2023-02-01) is not before 'end_date' (2022-12-31)"),
         ("base_url", "notaurl", "setting 'base_url' is 'notaurl', not an http:// or https:// URL"),
         ("base_url", "ftp://host/x", "setting 'base_url' is 'ftp://host/x', not an http:// or https:// URL"),
     ],
 )
 def test_a_bad_date_or_url_setting_is_one_line_before_any_request(source, run_tap, setting, value, message):
-    run = run_tap({**file_config(source), setting: value})
+    run = run_tap({**file_config(source), "start_date": "2023-02-01", setting: value})
     assert run.returncode == 1
     assert run.stderr.splitlines()[-1] == f"tap-exnaton: error: {message}"
     assert "Traceback" not in run.stderr
