@@ -181,19 +181,20 @@ class TapExnaton(Tap):
             raise ExnatonSourceError(msg)
         meters = read_meters_file(Path(path)) if path else listed or DEFAULT_METERS
         where = f"meters_file {path}" if path else "setting 'meters'"
+        per_meter = self.config.get("stream_per_meter", True)
         for position, meter in enumerate(meters, start=1):
+            place = f"{where}: {_place(meter, position)}"
             if not str(meter.get("muid") or "").strip():
-                msg = f"{where}: {_place(meter, position)}: the muid is empty"
+                msg = f"{place}: the muid is empty"
+                raise ExnatonSourceError(msg)
+            if per_meter and not meter.get("stream_name"):
+                msg = (
+                    f"{place}: muid {meter['muid']} has no stream_name, which a stream per meter needs "
+                    "(or set stream_per_meter: false)"
+                )
                 raise ExnatonSourceError(msg)
         _reject_duplicates(meters, "muid", where)
-        if self.config.get("stream_per_meter", True):
-            for position, meter in enumerate(meters, start=1):
-                if not meter.get("stream_name"):
-                    msg = (
-                        f"{where}: {_place(meter, position)}: muid {meter['muid']} has no "
-                        "stream_name, which a stream per meter needs (or set stream_per_meter: false)"
-                    )
-                    raise ExnatonSourceError(msg)
+        if per_meter:
             _reject_duplicates(meters, "stream_name", where)
         return meters
 
